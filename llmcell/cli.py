@@ -1,0 +1,176 @@
+"""Command line: `llmcell <verb>`. Parses flags into config dataclasses and hands them down.
+
+Verbs: `generate` (stream a completion), `chat` (multi-turn chat through the model's template).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Iterator
+
+from llmcell.config.engine import EngineConfig
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 512M)") from None
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--model", default="smollm2-135m-instruct",
+                   help="built-in alias, GGUF file or Hugging Face directory (default: %(default)s)")
+    g.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="weights/activations dtype; auto = bf16 where the hardware has it, else fp32")
+    g.add_argument("--quantization", default=None, choices=["int8"],
+                   help="int8 weight-only quantization (per-channel scales)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = all cores")
+    g.add_argument("--kv-cache-memory", type=_size, default=EngineConfig.kv_cache_memory,
+                   help="bytes for the KV cache, e.g. 2GiB (default: 2GiB)")
+    g.add_argument("--max-model-len", type=int, default=0,
+                   help="longest prompt + output in tokens; 0 = the model's context length")
+    g.add_argument("--max-num-seqs", type=int, default=EngineConfig.max_num_seqs,
+                   help="most sequences in one batch (default: %(default)s)")
+    g.add_argument("--max-num-batched-tokens", type=int,
+                   default=EngineConfig.max_num_batched_tokens,
+                   help="token budget per step; long prompts prefill in chunks of this size")
+    g.add_argument("--no-prefix-caching", action="store_true", help="disable prefix caching")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        model=args.model, dtype=args.dtype, quantization=args.quantization, device=args.device,
+        threads=args.threads, kv_cache_memory=args.kv_cache_memory,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        enable_prefix_caching=not args.no_prefix_caching, show_progress=sys.stderr.isatty())
+
+
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-tokens", type=int, default=256, help="tokens to generate at most")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = off")
+    g.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    g.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+
+
+def sampling_params(args: argparse.Namespace):
+    from llmcell.engine.params import SamplingParams
+
+    return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                          top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                          stop=tuple(args.stop))
+
+
+def _stream(core, prompt_ids: list[int], params) -> Iterator[str]:
+    core.add_request("cli", prompt_ids, params)
+    while core.has_work():
+        for out in core.step():
+            yield out.outputs[0].delta_text
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from llmcell.engine.core import EngineCore
+
+    core = EngineCore(engine_config(args))
+    params = sampling_params(args)
+    if args.raw:
+        ids = core.tokenizer.encode(args.prompt)
+    else:
+        from llmcell.engine.loader.chat_template import render_chat
+
+        text = render_chat(core.tokenizer.chat_template, [{"role": "user", "content": args.prompt}],
+                           True, core.tokenizer.bos_token, core.tokenizer.eos_token)
+        ids = core.tokenizer.encode(text, add_special_tokens=False)
+    for delta in _stream(core, ids, params):
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from llmcell.engine.core import EngineCore
+    from llmcell.engine.loader.chat_template import render_chat
+
+    core = EngineCore(engine_config(args))
+    params = sampling_params(args)
+    messages: list[dict] = []
+    if args.system:
+        messages.append({"role": "system", "content": args.system})
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"llmcell chat with {args.model} (Ctrl-D or /exit to quit, /reset to start over)")
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        if line.strip() in ("/exit", "/quit"):
+            return 0
+        if line.strip() == "/reset":
+            messages = messages[:1] if args.system else []
+            continue
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line})
+        text = render_chat(core.tokenizer.chat_template, messages, True,
+                           core.tokenizer.bos_token, core.tokenizer.eos_token)
+        ids = core.tokenizer.encode(text, add_special_tokens=False)
+        if interactive:
+            sys.stdout.write("assistant> ")
+        reply = []
+        for delta in _stream(core, ids, params):
+            reply.append(delta)
+            sys.stdout.write(delta)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmcell", description=(
+        "llmcell: serve LLMs as a cell of model servers behind one gateway."))
+    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    g = sub.add_parser("generate", help="stream a completion for one prompt",
+                       description="Stream the model's answer to PROMPT (chat-templated unless --raw).")
+    g.add_argument("prompt", help="the prompt text")
+    g.add_argument("--raw", action="store_true", help="complete the text as is, no chat template")
+    add_engine_flags(g)
+    add_sampling_flags(g)
+    g.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("chat", help="interactive multi-turn chat",
+                       description="Chat with the model; each turn goes through its chat template.")
+    c.add_argument("--system", default=None, help="system prompt")
+    add_engine_flags(c)
+    add_sampling_flags(c)
+    c.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ValueError as e:
+        print(f"llmcell: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Engine configuration: what model to load, how to hold it, and how the scheduler may spend memory.
+
+Built once (by the CLI, a server or a test) and passed down to the engine; nothing below reads the
+environment. Every invalid value raises ValueError naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATIONS = (None, "int8")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    model: str = "smollm2-135m-instruct"
+    """A built-in alias, a GGUF file, or a Hugging Face model directory."""
+    dtype: str = "auto"
+    """Activation/weight dtype; "auto" is bfloat16 on CPU and CUDA."""
+    quantization: str | None = None
+    """None (weights in `dtype`) or "int8" (weight-only, per-channel scales)."""
+    device: str = "cpu"
+    threads: int = 0
+    """Intra-op threads; 0 means all cores."""
+    block_size: int = 16
+    kv_cache_memory: int = 2 << 30
+    """Bytes for the paged KV cache (all layers, K and V)."""
+    max_num_seqs: int = 128
+    max_num_batched_tokens: int = 512
+    """Token budget per step; a long prompt is prefilled in chunks of at most this size."""
+    max_model_len: int = 0
+    """Longest sequence (prompt + output); 0 takes the model's context length."""
+    enable_prefix_caching: bool = True
+    seed: int = 0
+    show_progress: bool = False
+    """Print a loading progress bar (to stderr) while weights load."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model must name an alias, a GGUF file or a model directory")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is not one of {DTYPES}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization={self.quantization!r} is not one of {QUANTIZATIONS}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r} is not 'cpu', 'cuda' or 'cuda:N'")
+        _positive("block_size", self.block_size)
+        _positive("kv_cache_memory", self.kv_cache_memory)
+        _positive("max_num_seqs", self.max_num_seqs)
+        _positive("max_num_batched_tokens", self.max_num_batched_tokens)
+        if self.threads < 0:
+            raise ValueError(f"threads={self.threads} must be >= 0 (0 means all cores)")
+        if self.max_model_len < 0:
+            raise ValueError(f"max_model_len={self.max_model_len} must be >= 0")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+    @property
+    def resolved_dtype(self) -> str:
+        return "bfloat16" if self.dtype == "auto" else self.dtype
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name}={value!r} must be a positive integer")

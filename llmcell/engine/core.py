@@ -1,0 +1,212 @@
+"""Engine core: owns the scheduler and the runner and turns steps into per-request outputs.
+
+`step()` = `schedule()` -> `runner.execute(plan)` -> `update(plan, result)` -> detokenize, apply
+stop strings, build outputs. Single-threaded: the async engine calls it from one thread, the
+offline `LLM` from the caller's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from llmcell.config.engine import EngineConfig
+from llmcell.engine.detokenizer import IncrementalDetokenizer
+from llmcell.engine.device import resolve_dtype
+from llmcell.engine.kv_cache import BlockManager
+from llmcell.engine.loader import load_checkpoint
+from llmcell.engine.loader.tokenizer import Tokenizer
+from llmcell.engine.loader.weights import Checkpoint, terminal_progress
+from llmcell.engine.models.attention import PagedKVCache
+from llmcell.engine.models.llama import LlamaModel
+from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from llmcell.engine.params import SamplingParams
+from llmcell.engine.runner import ModelRunner
+from llmcell.engine.scheduler import Scheduler
+from llmcell.engine.sequence import Sequence
+from llmcell.engine.stats import EngineStats
+
+
+@dataclass
+class _Request:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    detoks: list[IncrementalDetokenizer]
+    outputs: list[CompletionOutput]
+    touched: set[int] = field(default_factory=set)
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig, checkpoint: Checkpoint | None = None) -> None:
+        self.config = config
+        torch.set_num_threads(config.resolved_threads)
+        device = torch.device(config.device)
+        dtype = resolve_dtype(config.dtype, device)
+        started = time.monotonic()
+        if checkpoint is None:
+            progress = terminal_progress(f"loading {config.model}") if config.show_progress else None
+            checkpoint = load_checkpoint(config.model, progress)
+        self.model_config = checkpoint.config
+        self.tokenizer: Tokenizer = checkpoint.tokenizer
+        self.model = LlamaModel(checkpoint.config, checkpoint.weights, dtype, device,
+                                config.quantization)
+        mc = checkpoint.config
+        per_block = mc.kv_bytes_per_token(torch.finfo(dtype).bits // 8) * config.block_size
+        num_blocks = config.kv_cache_memory // per_block
+        if num_blocks < 2:
+            raise ValueError(f"kv_cache_memory={config.kv_cache_memory} holds {num_blocks} blocks "
+                             f"of {per_block} bytes; give it at least {2 * per_block}")
+        self.cache = PagedKVCache(mc.num_layers, num_blocks, config.block_size, mc.num_kv_heads,
+                                  mc.head_dim, dtype, device)
+        max_len = config.max_model_len or mc.max_position_embeddings
+        self.max_model_len = min(max_len, mc.max_position_embeddings, num_blocks * config.block_size)
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
+                                   config.max_num_batched_tokens, self.max_model_len)
+        self.runner = ModelRunner(self.model, self.cache, config.seed)
+        self.dtype = dtype
+        self.device = device
+        self.load_seconds = time.monotonic() - started
+        self._requests: dict[str, _Request] = {}
+        self._seq_ids = itertools.count()
+        self._prompt_tokens = 0
+        self._generation_tokens = 0
+        self._steps = 0
+
+    # ---- requests ----------------------------------------------------------------------------------
+    def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise ValueError if the request can never run here (checked before it is queued)."""
+        if not prompt_token_ids:
+            raise ValueError("the prompt is empty")
+        vocab = self.model_config.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_token_ids):
+            raise ValueError(f"prompt token ids must be in [0, {vocab})")
+        total = len(prompt_token_ids) + params.max_tokens
+        if total > self.max_model_len:
+            raise ValueError(
+                f"this model's maximum context length is {self.max_model_len} tokens; the request "
+                f"has {len(prompt_token_ids)} prompt tokens + {params.max_tokens} max_tokens = {total}")
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int],
+                    params: SamplingParams, arrival: float | None = None) -> None:
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already running")
+        self.check_request(prompt_token_ids, params)
+        seqs, detoks, outs = [], [], []
+        for i in range(params.n):
+            p = params.for_sibling(i) if params.n > 1 else params
+            seq = Sequence(next(self._seq_ids), request_id, i, list(prompt_token_ids), p,
+                           eos_token_ids=self.tokenizer.eos_token_ids)
+            if arrival is not None:
+                seq.times.arrival = arrival
+            seqs.append(seq)
+            detoks.append(IncrementalDetokenizer(self.tokenizer, p.stop, p.skip_special_tokens,
+                                                 p.include_stop_str_in_output))
+            outs.append(CompletionOutput(i, logprobs=[] if p.logprobs is not None else None))
+        self._requests[request_id] = _Request(request_id, list(prompt_token_ids), params, seqs,
+                                              detoks, outs)
+        for seq in seqs:
+            self.scheduler.add(seq)
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Stop a request now and free its blocks; returns its final output."""
+        req = self._requests.get(request_id)
+        if req is None:
+            return None
+        for seq, out in zip(req.seqs, req.outputs):
+            if not seq.is_finished:
+                self.scheduler.finish(seq, "abort")
+                out.finish_reason = "abort"
+                req.touched.add(seq.index)
+        return self._emit(req)
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    @property
+    def num_requests(self) -> int:
+        return len(self._requests)
+
+    # ---- stepping ---------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        plan = self.scheduler.schedule()
+        result = self.runner.execute(plan)
+        advanced = self.scheduler.update(plan, result)
+        self._steps += 1
+        self._prompt_tokens += sum(max(0, min(c.end, c.seq.num_prompt_tokens) - c.start)
+                                   for c in plan.chunks)
+        self._generation_tokens += len(advanced)
+        touched: dict[str, _Request] = {}
+        for seq in advanced:
+            req = self._requests[seq.request_id]
+            out = req.outputs[seq.index]
+            detok = req.detoks[seq.index]
+            token = seq.output_token_ids[-1]
+            out.token_ids.append(token)
+            out.delta_token_ids.append(token)
+            detok.add_token(token)
+            if detok.stop_reason is not None and not seq.is_finished:
+                self.scheduler.finish(seq, "stop", detok.stop_reason)
+            if out.logprobs is not None:
+                sampled = result.sampled[seq.seq_id]
+                lp = TokenLogprob(token, self.tokenizer.token_text(token), sampled.logprob or 0.0,
+                                  [(t, self.tokenizer.token_text(t), v) for t, v in sampled.top])
+                out.logprobs.append(lp)
+                out.delta_logprobs.append(lp)
+            if seq.is_finished:
+                out.finish_reason = seq.finish_reason
+                out.stop_reason = seq.stop_reason
+            req.touched.add(seq.index)
+            touched[req.request_id] = req
+        return [self._emit(req) for req in touched.values()]
+
+    def _emit(self, req: _Request) -> RequestOutput:
+        outs = []
+        for i, (seq, out, detok) in enumerate(zip(req.seqs, req.outputs, req.detoks)):
+            if i in req.touched:
+                out.delta_text = detok.take_delta(final=seq.is_finished)
+                out.text += out.delta_text
+            snapshot = CompletionOutput(
+                out.index, out.text, list(out.token_ids),
+                None if out.logprobs is None else list(out.logprobs), out.finish_reason,
+                out.stop_reason, out.delta_text if i in req.touched else "",
+                list(out.delta_token_ids), list(out.delta_logprobs))
+            out.delta_text, out.delta_token_ids, out.delta_logprobs = "", [], []
+            outs.append(snapshot)
+        req.touched.clear()
+        finished = all(s.is_finished for s in req.seqs)
+        head = req.seqs[0]
+        metrics = RequestMetrics(
+            arrival=min(s.times.arrival for s in req.seqs),
+            first_scheduled=head.times.first_scheduled,
+            first_token=min((s.times.first_token for s in req.seqs if s.times.first_token),
+                            default=None),
+            last_token=max((s.times.last_token for s in req.seqs if s.times.last_token),
+                           default=None),
+            finished=max((s.times.finished or 0.0) for s in req.seqs) if finished else None,
+            num_cached_prompt_tokens=head.num_cached_prompt_tokens,
+        )
+        if finished:
+            del self._requests[req.request_id]
+        return RequestOutput(req.request_id, req.prompt_token_ids, outs, finished, metrics)
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_running=self.scheduler.num_running,
+            num_waiting=self.scheduler.num_waiting,
+            kv_cache_usage=bm.usage,
+            num_blocks=bm.num_blocks,
+            num_free_blocks=bm.num_free_blocks,
+            prefix_cache_queries=bm.stats.queries,
+            prefix_cache_hits=bm.stats.hits,
+            num_preemptions=self.scheduler.num_preemptions,
+            prompt_tokens=self._prompt_tokens,
+            generation_tokens=self._generation_tokens,
+            steps=self._steps,
+        )

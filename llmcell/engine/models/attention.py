@@ -1,0 +1,109 @@
+"""Attention over the paged KV cache for a flattened batch of decodes and prefill chunks.
+
+The batch holds `num_decodes` single-token rows first, then prefill chunks. Decodes gather their
+context blocks straight from the cache (one `index_select` per layer) and run as one batched
+scaled-dot-product attention with a length mask. A prefill chunk that starts at position 0 attends
+to its own keys (causal); a chunk that continues a cached prefix gathers its blocks and uses an
+offset causal mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillSpan:
+    row: int
+    """First row of the chunk in the flattened batch."""
+    length: int
+    start: int
+    """Tokens of context already in the cache before this chunk."""
+    block_ids: torch.Tensor | None
+    """Blocks covering start + length tokens (None when start == 0)."""
+    mask: torch.Tensor | None
+    """[length, start + length] bool, True where attention is allowed (None when start == 0)."""
+
+
+@dataclass
+class AttentionMetadata:
+    slot_mapping: torch.Tensor
+    """[T] cache slot of every token in the batch."""
+    num_decodes: int
+    decode_block_tables: torch.Tensor | None
+    """[D, max_blocks] block ids (padded with 0)."""
+    decode_mask: torch.Tensor | None
+    """[D, 1, 1, max_blocks * block_size] bool: which gathered slots are real context."""
+    prefills: list[PrefillSpan]
+
+
+class PagedKVCache:
+    """Per-layer key and value tensors shaped [num_blocks, block_size, kv_heads, head_dim]."""
+
+    def __init__(self, num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int,
+                 head_dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        shape = (num_blocks, block_size, num_kv_heads, head_dim)
+        self.keys = [_zeros(shape, dtype, device) for _ in range(num_layers)]
+        self.values = [_zeros(shape, dtype, device) for _ in range(num_layers)]
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Zeroed cache memory. On CPU numpy's calloc maps zero pages lazily instead of touching
+    gigabytes up front (masked slots must hold zeros, not NaN garbage: 0 * NaN = NaN)."""
+    if device.type == "cpu" and dtype in (torch.float32, torch.float16):
+        np_dtype = np.float32 if dtype == torch.float32 else np.float16
+        return torch.from_numpy(np.zeros(shape, dtype=np_dtype))
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        return torch.from_numpy(np.zeros(shape, dtype=np.int16)).view(torch.bfloat16)
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_cache: torch.Tensor,
+                    value_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+    """q: [T, H, D]; k, v: [T, KVH, D] for this step's tokens. Returns [T, H * D]."""
+    num_blocks, block_size, kv_heads, head_dim = key_cache.shape
+    flat_k = key_cache.view(-1, kv_heads, head_dim)
+    flat_v = value_cache.view(-1, kv_heads, head_dim)
+    flat_k.index_copy_(0, meta.slot_mapping, k)
+    flat_v.index_copy_(0, meta.slot_mapping, v)
+    num_tokens, num_heads, _ = q.shape
+    out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
+    gqa = num_heads != kv_heads
+
+    d = meta.num_decodes
+    if d:
+        tables = meta.decode_block_tables
+        ctx = tables.shape[1] * block_size
+        kk = key_cache.index_select(0, tables.reshape(-1)).view(d, ctx, kv_heads, head_dim)
+        vv = value_cache.index_select(0, tables.reshape(-1)).view(d, ctx, kv_heads, head_dim)
+        o = F.scaled_dot_product_attention(
+            q[:d].unsqueeze(2), kk.transpose(1, 2), vv.transpose(1, 2),
+            attn_mask=meta.decode_mask, scale=scale, enable_gqa=gqa)
+        out[:d] = o.squeeze(2)
+
+    for span in meta.prefills:
+        rows = slice(span.row, span.row + span.length)
+        qq = q[rows].transpose(0, 1).unsqueeze(0)
+        if span.start == 0:
+            kk, vv = k[rows], v[rows]
+            o = F.scaled_dot_product_attention(
+                qq, kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0),
+                is_causal=True, scale=scale, enable_gqa=gqa)
+        else:
+            ctx = span.start + span.length
+            kk = key_cache.index_select(0, span.block_ids).view(-1, kv_heads, head_dim)[:ctx]
+            vv = value_cache.index_select(0, span.block_ids).view(-1, kv_heads, head_dim)[:ctx]
+            o = F.scaled_dot_product_attention(
+                qq, kk.transpose(0, 1).unsqueeze(0), vv.transpose(0, 1).unsqueeze(0),
+                attn_mask=span.mask, scale=scale, enable_gqa=gqa)
+        out[rows] = o.squeeze(0).transpose(0, 1)
+    return out.view(num_tokens, num_heads * head_dim)

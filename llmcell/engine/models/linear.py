@@ -1,0 +1,64 @@
+"""Linear layers: plain weights in the compute dtype, or int8 weight-only with per-channel scales.
+
+int8 keeps one symmetric scale per output row (absmax / 127) and multiplies with activations in
+the compute dtype through `torch._weight_int8pack_mm` when this torch build has it for the device,
+else by dequantizing on the fly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class Linear:
+    """y = x @ W^T (+ b). Holds either a float weight or int8 weight + per-row scales."""
+
+    __slots__ = ("weight", "scales", "bias", "_int8_kernel")
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype,
+                 device: torch.device, quantization: str | None) -> None:
+        self.bias = None if bias is None else bias.to(device=device, dtype=dtype)
+        if quantization == "int8":
+            w = weight.float()
+            scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0
+            q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+            self.weight = q.to(device).contiguous()
+            self.scales = scales.to(device=device, dtype=dtype)
+            self._int8_kernel = _has_int8_kernel(device, dtype)
+        else:
+            self.weight = weight.to(device=device, dtype=dtype).contiguous()
+            self.scales = None
+            self._int8_kernel = False
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scales is None:
+            return F.linear(x, self.weight, self.bias)
+        if self._int8_kernel:
+            y = torch._weight_int8pack_mm(x.contiguous(), self.weight, self.scales)
+        else:
+            y = F.linear(x, self.weight.to(x.dtype)) * self.scales
+        return y if self.bias is None else y + self.bias
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
+
+    def nbytes(self) -> int:
+        n = self.weight.numel() * self.weight.element_size()
+        if self.scales is not None:
+            n += self.scales.numel() * self.scales.element_size()
+        return n
+
+
+def _has_int8_kernel(device: torch.device, dtype: torch.dtype) -> bool:
+    if not hasattr(torch, "_weight_int8pack_mm"):
+        return False
+    try:
+        x = torch.ones(1, 32, device=device, dtype=dtype)
+        w = torch.ones(8, 32, device=device, dtype=torch.int8)
+        s = torch.ones(8, device=device, dtype=dtype)
+        torch._weight_int8pack_mm(x, w, s)
+        return True
+    except (RuntimeError, NotImplementedError):
+        return False

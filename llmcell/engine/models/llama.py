@@ -1,0 +1,126 @@
+"""Llama-architecture decoder (Llama 2/3, SmolLM, Mistral; optional Qwen2-style QKV bias).
+
+The forward pass takes a flattened batch of tokens from many sequences (decodes and prefill
+chunks together), so every linear layer runs once per step for the whole batch. Q, K, V share one
+fused projection and gate/up another; rotary embedding is applied to Q and K heads in one pass.
+Logits are computed only for the rows the sampler needs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from llmcell.engine.models.attention import AttentionMetadata, PagedKVCache, paged_attention
+from llmcell.engine.models.config import ModelConfig
+from llmcell.engine.models.linear import Linear
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    d = config.head_dim
+    inv = 1.0 / (config.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    scaling = dict(config.rope_scaling or ())
+    if scaling.get("rope_type", scaling.get("type")) == "llama3":
+        factor = float(scaling["factor"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old = float(scaling["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - low) / (high - low)
+        scaled = torch.where(wavelen > old / low, inv / factor, inv)
+        mid = (wavelen <= old / low) & (wavelen >= old / high)
+        inv = torch.where(mid, (1 - smooth) * inv / factor + smooth * inv, scaled)
+    return inv
+
+
+class _Layer:
+    __slots__ = ("input_norm", "qkv", "o", "post_norm", "gate_up", "down")
+
+
+class LlamaModel:
+    def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
+                 device: torch.device, quantization: str | None = None) -> None:
+        self.config = config
+        self.dtype = dtype
+        self.device = device
+        c = config
+        self.q_size = c.num_heads * c.head_dim
+        self.kv_size = c.num_kv_heads * c.head_dim
+        self.scale = c.head_dim ** -0.5
+
+        def norm(name: str) -> torch.Tensor:
+            return weights[name].to(device=device, dtype=dtype)
+
+        self.embed = weights["embed"].to(device=device, dtype=dtype)
+        self.layers: list[_Layer] = []
+        for i in range(c.num_layers):
+            p = f"layers.{i}."
+            layer = _Layer()
+            layer.input_norm = norm(p + "input_norm")
+            layer.post_norm = norm(p + "post_norm")
+            qkv = torch.cat([weights[p + "q"], weights[p + "k"], weights[p + "v"]])
+            bias = None
+            if c.attention_bias and p + "q_bias" in weights:
+                bias = torch.cat([weights[p + "q_bias"], weights[p + "k_bias"], weights[p + "v_bias"]])
+            layer.qkv = Linear(qkv, bias, dtype, device, quantization)
+            layer.o = Linear(weights[p + "o"], None, dtype, device, quantization)
+            gate_up = torch.cat([weights[p + "gate"], weights[p + "up"]])
+            layer.gate_up = Linear(gate_up, None, dtype, device, quantization)
+            layer.down = Linear(weights[p + "down"], None, dtype, device, quantization)
+            self.layers.append(layer)
+        self.norm = norm("norm")
+        head = weights.get("lm_head", weights["embed"])
+        self.lm_head = Linear(head, None, dtype, device, quantization)
+        inv = rope_inv_freq(c)
+        pos = torch.arange(c.max_position_embeddings, dtype=torch.float64)
+        freqs = torch.outer(pos, inv)
+        self.cos = freqs.cos().to(device=device, dtype=dtype)  # [P, D/2]
+        self.sin = freqs.sin().to(device=device, dtype=dtype)
+
+    def weight_bytes(self) -> int:
+        n = self.embed.numel() * self.embed.element_size()
+        for layer in self.layers:
+            n += sum(l.nbytes() for l in (layer.qkv, layer.o, layer.gate_up, layer.down))
+        if self.lm_head.weight.data_ptr() != self.embed.data_ptr():
+            n += self.lm_head.nbytes()
+        return n
+
+    def _rope(self, qk: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """qk: [T, heads, D] with HF's half-split layout; rotates in place-free form."""
+        half = qk.shape[-1] // 2
+        cos = self.cos[positions].unsqueeze(1)
+        sin = self.sin[positions].unsqueeze(1)
+        x1, x2 = qk[..., :half], qk[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                cache: PagedKVCache) -> torch.Tensor:
+        c = self.config
+        eps = c.rms_norm_eps
+        h = c.hidden_size
+        t = input_ids.shape[0]
+        x = F.embedding(input_ids, self.embed)
+        qk_heads = c.num_heads + c.num_kv_heads
+        for i, layer in enumerate(self.layers):
+            y = F.rms_norm(x, (h,), layer.input_norm, eps)
+            qkv = layer.qkv(y)
+            qk = self._rope(qkv[:, : self.q_size + self.kv_size].view(t, qk_heads, c.head_dim),
+                            positions)
+            q = qk[:, : c.num_heads]
+            k = qk[:, c.num_heads :]
+            v = qkv[:, self.q_size + self.kv_size :].view(t, c.num_kv_heads, c.head_dim)
+            attn = paged_attention(q, k, v, cache.keys[i], cache.values[i], meta, self.scale)
+            x = x + layer.o(attn)
+            y = F.rms_norm(x, (h,), layer.post_norm, eps)
+            gu = layer.gate_up(y)
+            g, u = gu.chunk(2, dim=-1)
+            x = x + layer.down(F.silu(g) * u)
+        return x
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm + LM head for the selected rows; float32 [N, vocab]."""
+        y = F.rms_norm(hidden, (self.config.hidden_size,), self.norm, self.config.rms_norm_eps)
+        return self.lm_head(y).float()

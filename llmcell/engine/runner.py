@@ -1,0 +1,113 @@
+"""Model runner: turns a scheduler plan into tensors, runs the model, samples the next tokens.
+
+It owns the model weights and the KV cache tensors, and reads sequences' block tables; it never
+changes a sequence or a block table (the scheduler and block manager do).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from llmcell.engine.models.attention import AttentionMetadata, PagedKVCache, PrefillSpan
+from llmcell.engine.models.llama import LlamaModel
+from llmcell.engine.sampling import Sampler, SamplingRow
+from llmcell.engine.scheduler.plan import SchedulerPlan, StepResult
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, cache: PagedKVCache, seed: int = 0) -> None:
+        self.model = model
+        self.cache = cache
+        self.device = model.device
+        self.block_size = cache.block_size
+        self.sampler = Sampler(model.device, seed)
+
+    def _slots(self, table: list[int], start: int, end: int) -> np.ndarray:
+        pos = np.arange(start, end)
+        blocks = np.asarray(table, dtype=np.int64)[pos // self.block_size]
+        return blocks * self.block_size + pos % self.block_size
+
+    def build_inputs(self, plan: SchedulerPlan):
+        bs = self.block_size
+        dev = self.device
+        tokens: list[int] = []
+        positions: list[np.ndarray] = []
+        slots: list[np.ndarray] = []
+        decode_chunks = [c for c in plan.chunks if c.num_tokens == 1]
+        prefill_chunks = [c for c in plan.chunks if c.num_tokens > 1]
+        for c in decode_chunks:
+            tokens.append(c.seq.token_at(c.start))
+        if decode_chunks:
+            starts = np.fromiter((c.start for c in decode_chunks), dtype=np.int64)
+            positions.append(starts)
+            slots.append(np.fromiter(
+                (c.seq.block_table[c.start // bs] * bs + c.start % bs for c in decode_chunks),
+                dtype=np.int64))
+        spans: list[PrefillSpan] = []
+        row = len(decode_chunks)
+        for c in prefill_chunks:
+            tokens.extend(c.seq.tokens_slice(c.start, c.end))
+            positions.append(np.arange(c.start, c.end))
+            slots.append(self._slots(c.seq.block_table, c.start, c.end))
+            block_ids = mask = None
+            if c.start > 0:
+                nblocks = -(-c.end // bs)
+                block_ids = torch.tensor(c.seq.block_table[:nblocks], device=dev)
+                q_pos = torch.arange(c.start, c.end, device=dev).unsqueeze(1)
+                mask = torch.arange(c.end, device=dev).unsqueeze(0) <= q_pos
+            spans.append(PrefillSpan(row, c.num_tokens, c.start, block_ids, mask))
+            row += c.num_tokens
+
+        tables = dmask = None
+        if decode_chunks:
+            max_blocks = max(-(-(c.start + 1) // bs) for c in decode_chunks)
+            table_arr = np.zeros((len(decode_chunks), max_blocks), dtype=np.int64)
+            for i, c in enumerate(decode_chunks):
+                n = -(-(c.start + 1) // bs)
+                table_arr[i, :n] = c.seq.block_table[:n]
+            tables = torch.from_numpy(table_arr).to(dev)
+            ctx = torch.from_numpy(starts + 1).to(dev)
+            dmask = (torch.arange(max_blocks * bs, device=dev).unsqueeze(0) < ctx.unsqueeze(1))
+            dmask = dmask.view(len(decode_chunks), 1, 1, -1)
+        meta = AttentionMetadata(
+            slot_mapping=torch.from_numpy(np.concatenate(slots)).to(dev),
+            num_decodes=len(decode_chunks),
+            decode_block_tables=tables,
+            decode_mask=dmask,
+            prefills=spans,
+        )
+        input_ids = torch.tensor(tokens, dtype=torch.long, device=dev)
+        pos = torch.from_numpy(np.concatenate(positions)).to(dev)
+        return input_ids, pos, meta, decode_chunks + prefill_chunks
+
+    @torch.inference_mode()
+    def execute(self, plan: SchedulerPlan) -> StepResult:
+        self.sampler.release(plan.released_seq_ids)
+        result = StepResult()
+        if plan.is_empty:
+            return result
+        input_ids, positions, meta, ordered = self.build_inputs(plan)
+        hidden = self.model.forward(input_ids, positions, meta, self.cache)
+        sample_rows: list[int] = []
+        rows: list[SamplingRow] = []
+        row = 0
+        for c in ordered:
+            row += c.num_tokens
+            if c.sample:
+                sample_rows.append(row - 1)
+                s = c.seq
+                rows.append(SamplingRow(s.seq_id, s.params, s.prompt_token_ids, s.output_token_ids))
+        if not rows:
+            return result
+        idx = torch.tensor(sample_rows, device=self.device)
+        logits = self.model.logits(hidden.index_select(0, idx))
+        for r, tok in zip(rows, self.sampler(logits, rows)):
+            result.sampled[r.seq_id] = tok
+        return result
+
+    def forward_logits(self, plan: SchedulerPlan) -> torch.Tensor:
+        """Logits for every token of the plan (tests compare them with a reference model)."""
+        input_ids, positions, meta, _ = self.build_inputs(plan)
+        hidden = self.model.forward(input_ids, positions, meta, self.cache)
+        return self.model.logits(hidden)
