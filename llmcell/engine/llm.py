@@ -8,6 +8,7 @@ from typing import Sequence as Seq
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.core import EngineCore
 from llmcell.engine.loader.chat_template import render_chat
+from llmcell.engine.loader.weights import Checkpoint
 from llmcell.engine.outputs import RequestOutput
 from llmcell.engine.params import SamplingParams
 
@@ -15,13 +16,14 @@ Prompt = str | list[int]
 
 
 class LLM:
-    def __init__(self, model: str | None = None, config: EngineConfig | None = None, **overrides):
+    def __init__(self, model: str | None = None, config: EngineConfig | None = None,
+                 checkpoint: Checkpoint | None = None, **overrides):
         config = config or EngineConfig()
         if model is not None:
             overrides["model"] = model
         if overrides:
             config = replace(config, **overrides)
-        self.core = EngineCore(config)
+        self.core = EngineCore(config, checkpoint)
         self.tokenizer = self.core.tokenizer
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:

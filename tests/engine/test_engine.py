@@ -1,0 +1,207 @@
+"""Engine behaviour end to end on the real model: batching, sampling, stops, abort, caching."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llmcell.engine import LLM, AsyncEngine, SamplingParams
+from llmcell.engine.core import EngineCore
+from llmcell.config import EngineConfig
+
+
+@pytest.fixture(scope="module")
+def llm(checkpoint):
+    return LLM(checkpoint=checkpoint, kv_cache_memory=512 << 20)
+
+
+def texts(outs):
+    return [o.outputs[0].text for o in outs]
+
+
+@pytest.mark.slow
+def test_64_mixed_requests_match_each_run_alone(llm, checkpoint):
+    tk = checkpoint.tokenizer
+    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hum".split()
+    prompts = [tk.encode(" ".join(words[: 2 + i % 13]) + f" (story {i}):") for i in range(64)]
+    params = [SamplingParams(max_tokens=8 + (i * 7) % 17, temperature=0.0) for i in range(64)]
+    together = llm.generate(prompts, params)
+    alone = [llm.generate([p], q)[0] for p, q in zip(prompts, params)]
+    assert [o.outputs[0].token_ids for o in together] == [o.outputs[0].token_ids for o in alone]
+
+
+def test_seeded_sampling_is_independent_of_batch(llm):
+    p = SamplingParams(max_tokens=24, temperature=0.9, top_p=0.95, top_k=50, seed=1234)
+    alone = llm.generate(["Tell me a story about a cat."], p)[0].outputs[0].text
+    others = SamplingParams(max_tokens=30, temperature=1.0)
+    batch = llm.generate(["Tell me a story about a cat.", "Hello there", "Numbers: 1, 2,"],
+                         [p, others, others])
+    assert batch[0].outputs[0].text == alone
+    different = llm.generate(["Tell me a story about a cat."],
+                             SamplingParams(max_tokens=24, temperature=0.9, top_p=0.95,
+                                            top_k=50, seed=99))
+    assert different[0].outputs[0].text != alone
+
+
+def test_stop_string_is_excluded_and_ends_the_output(llm):
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
+    full = llm.chat(msgs, SamplingParams(max_tokens=30, temperature=0.0))[0].outputs[0]
+    assert "Paris" in full.text
+    out = llm.chat(msgs, SamplingParams(max_tokens=30, temperature=0.0, stop=["Paris"]))[0]
+    o = out.outputs[0]
+    assert o.finish_reason == "stop" and o.stop_reason == "Paris"
+    assert o.text == full.text[: full.text.index("Paris")]
+    kept = llm.chat(msgs, SamplingParams(max_tokens=30, temperature=0.0, stop=["Paris"],
+                                         include_stop_str_in_output=True))[0].outputs[0]
+    assert kept.text.endswith("Paris")
+
+
+def test_stop_token_ids_and_max_tokens(llm, checkpoint):
+    out = llm.generate(["Count: one, two, three,"],
+                       SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True))[0].outputs[0]
+    assert len(out.token_ids) == 5 and out.finish_reason == "length"
+    stop_id = out.token_ids[2]
+    o2 = llm.generate(["Count: one, two, three,"],
+                      SamplingParams(max_tokens=5, temperature=0.0, stop_token_ids=[stop_id]))[0]
+    assert o2.outputs[0].token_ids[-1] == stop_id
+    assert o2.outputs[0].finish_reason == "stop" and o2.outputs[0].stop_reason == stop_id
+
+
+def test_n_samples_share_prompt_blocks(llm):
+    core = llm.core
+    hits_before = core.block_manager.stats.hits
+    prompt = "A long shared prompt about the history of bread. " * 8
+    n_prompt = len(llm.tokenizer.encode(prompt))
+    out = llm.generate([prompt], SamplingParams(max_tokens=12, temperature=1.0, n=3, seed=5))[0]
+    assert [o.index for o in out.outputs] == [0, 1, 2]
+    assert len({o.text for o in out.outputs}) > 1
+    block = core.block_manager.block_size
+    assert core.block_manager.stats.hits - hits_before >= 2 * ((n_prompt - 1) // block) * block
+
+
+def test_penalties_and_min_p_run(llm):
+    p = SamplingParams(max_tokens=16, temperature=0.8, min_p=0.05, repetition_penalty=1.3,
+                       presence_penalty=0.5, frequency_penalty=0.5, seed=3)
+    out = llm.generate(["Repeat after me: la la la la"], p)[0].outputs[0]
+    assert len(out.token_ids) >= 1
+
+
+def test_greedy_with_repetition_penalty_changes_output(llm):
+    prompt = "la la la la la la la la"
+    plain = llm.generate([prompt], SamplingParams(max_tokens=8, temperature=0))[0]
+    penal = llm.generate([prompt], SamplingParams(max_tokens=8, temperature=0,
+                                                  repetition_penalty=2.0))[0]
+    assert plain.outputs[0].token_ids != penal.outputs[0].token_ids
+
+
+def test_repeated_long_prefix_prefills_5x_faster(checkpoint):
+    core = EngineCore(EngineConfig(kv_cache_memory=512 << 20, max_num_batched_tokens=2048),
+                      checkpoint)
+    tk = core.tokenizer
+    prefix = tk.encode("In the beginning the archive held many records of rivers. " * 100)[:1000]
+
+    def time_prefill(rid: str, suffix: list[int]) -> float:
+        core.add_request(rid, prefix + suffix, SamplingParams(max_tokens=1))
+        start = time.perf_counter()
+        while core.has_work():
+            core.step()
+        return time.perf_counter() - start
+
+    time_prefill("warm", [1, 2, 3])  # warm kernels on an unrelated prefix first
+    core.block_manager.reset_prefix_cache()
+    cold = time_prefill("cold", [11, 12])
+    hot = time_prefill("hot", [13, 14])
+    assert core.block_manager.stats.hits >= 992
+    assert cold / hot >= 5.0, f"cold {cold:.3f}s vs hot {hot:.3f}s"
+
+
+def test_preemption_gives_the_same_text(checkpoint):
+    prompts = [f"Write a long list of fruits, number {i}:" for i in range(6)]
+    params = SamplingParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    roomy = LLM(checkpoint=checkpoint, dtype="float32", kv_cache_memory=64 << 20)
+    # 14 blocks of 16 tokens: six ~55-token sequences (4 blocks each) cannot all fit at once
+    block_bytes = checkpoint.config.kv_bytes_per_token(4) * 16
+    tight = LLM(checkpoint=checkpoint, dtype="float32", kv_cache_memory=14 * block_bytes,
+                max_model_len=128)
+    expected = texts(roomy.generate(prompts, params))
+    got = texts(tight.generate(prompts, params))
+    assert tight.core.scheduler.num_preemptions > 0
+    assert got == expected
+    assert tight.core.block_manager.num_free_blocks == tight.core.block_manager.num_blocks
+
+
+def test_int8_stays_coherent(checkpoint, chat_prompt_ids):
+    params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+    bf16 = LLM(checkpoint=checkpoint, dtype="bfloat16", kv_cache_memory=64 << 20)
+    int8 = LLM(checkpoint=checkpoint, dtype="bfloat16", quantization="int8",
+               kv_cache_memory=64 << 20)
+    ref = [o.outputs[0].token_ids for o in bf16.generate(chat_prompt_ids, params)]
+    got = [o.outputs[0].token_ids for o in int8.generate(chat_prompt_ids, params)]
+    assert sum(r == g for r, g in zip(ref, got)) >= 3, (ref, got)
+    assert int8.core.model.weight_bytes() < 0.6 * bf16.core.model.weight_bytes()
+
+
+def test_async_engine_streams_and_abort_frees_blocks(checkpoint):
+    engine = AsyncEngine(EngineCore(EngineConfig(kv_cache_memory=64 << 20), checkpoint))
+    bm = engine.core.block_manager
+    tk = engine.tokenizer
+
+    async def scenario():
+        ids = tk.encode("Tell me everything about the ocean.")
+        deltas = []
+        gen = engine.generate(ids, SamplingParams(max_tokens=500, ignore_eos=True), "long")
+        async for out in gen:
+            deltas.append(out.outputs[0].delta_text)
+            if len(deltas) == 3:
+                break
+        await gen.aclose()  # consumer gone (client disconnect): the engine aborts the request
+        for _ in range(100):
+            if bm.num_free_blocks == bm.num_blocks and engine.core.num_requests == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert bm.num_free_blocks == bm.num_blocks
+        full = []
+        async for out in engine.generate(ids, SamplingParams(max_tokens=12), "short"):
+            full.append(out)
+        assert full[-1].finished and full[-1].outputs[0].finish_reason in ("stop", "length")
+        assert "".join(o.outputs[0].delta_text for o in full) == full[-1].outputs[0].text
+        with pytest.raises(ValueError, match="maximum context length"):
+            async for _ in engine.generate(ids, SamplingParams(max_tokens=10**6), "huge"):
+                pass
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.shutdown()
+
+
+def test_async_engine_does_not_block_the_event_loop(checkpoint):
+    engine = AsyncEngine(EngineCore(EngineConfig(kv_cache_memory=64 << 20), checkpoint))
+
+    async def scenario():
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker():
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        t = asyncio.create_task(ticker())
+        ids = engine.tokenizer.encode("Describe a forest.")
+        start = time.perf_counter()
+        async for _ in engine.generate(ids, SamplingParams(max_tokens=40, ignore_eos=True), "a"):
+            pass
+        elapsed = time.perf_counter() - start
+        stop.set()
+        await t
+        return ticks, elapsed
+
+    try:
+        ticks, elapsed = asyncio.run(scenario())
+    finally:
+        engine.shutdown()
+    assert ticks >= 0.3 * elapsed / 0.005, (ticks, elapsed)
