@@ -136,6 +136,9 @@ class Tokenizer:
         """The token's text as a user sees it (byte-level markers decoded)."""
         return self._tk.decode([token_id], skip_special_tokens=False)
 
+    def save(self, path) -> None:
+        self._tk.save(str(path))
+
     def token_to_id(self, token: str) -> int | None:
         return self._tk.token_to_id(token)
 
