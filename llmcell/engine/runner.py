@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmcell.engine.models.attention import AttentionMetadata, PagedKVCache, PrefillSpan
+from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, PagedKVCache,
+                                             PrefillSpan)
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.sampling import Sampler, SamplingRow
 from llmcell.engine.scheduler.plan import SchedulerPlan, StepResult
@@ -34,7 +35,7 @@ class ModelRunner:
         tokens: list[int] = []
         positions: list[np.ndarray] = []
         slots: list[np.ndarray] = []
-        decode_chunks = [c for c in plan.chunks if c.num_tokens == 1]
+        decode_chunks = sorted((c for c in plan.chunks if c.num_tokens == 1), key=lambda c: c.start)
         prefill_chunks = [c for c in plan.chunks if c.num_tokens > 1]
         for c in decode_chunks:
             tokens.append(c.seq.token_at(c.start))
@@ -59,27 +60,39 @@ class ModelRunner:
             spans.append(PrefillSpan(row, c.num_tokens, c.start, block_ids, mask))
             row += c.num_tokens
 
-        tables = dmask = None
-        if decode_chunks:
-            max_blocks = max(-(-(c.start + 1) // bs) for c in decode_chunks)
-            table_arr = np.zeros((len(decode_chunks), max_blocks), dtype=np.int64)
-            for i, c in enumerate(decode_chunks):
-                n = -(-(c.start + 1) // bs)
-                table_arr[i, :n] = c.seq.block_table[:n]
-            tables = torch.from_numpy(table_arr).to(dev)
-            ctx = torch.from_numpy(starts + 1).to(dev)
-            dmask = (torch.arange(max_blocks * bs, device=dev).unsqueeze(0) < ctx.unsqueeze(1))
-            dmask = dmask.view(len(decode_chunks), 1, 1, -1)
         meta = AttentionMetadata(
             slot_mapping=torch.from_numpy(np.concatenate(slots)).to(dev),
-            num_decodes=len(decode_chunks),
-            decode_block_tables=tables,
-            decode_mask=dmask,
+            decode_groups=self._decode_groups(decode_chunks),
             prefills=spans,
         )
         input_ids = torch.tensor(tokens, dtype=torch.long, device=dev)
         pos = torch.from_numpy(np.concatenate(positions)).to(dev)
         return input_ids, pos, meta, decode_chunks + prefill_chunks
+
+    def _decode_groups(self, chunks) -> list[DecodeGroup]:
+        """Split decodes (sorted by context) where padding to the group's longest would waste
+        more than a third of the gathered slots."""
+        bs, dev = self.block_size, self.device
+        nblocks = [-(-(c.start + 1) // bs) for c in chunks]
+        groups: list[DecodeGroup] = []
+        first = 0
+        for i in range(1, len(chunks) + 1):
+            if i < len(chunks):
+                count = i + 1 - first
+                used = sum(nblocks[first : i + 1])
+                if used * 3 >= count * nblocks[i] * 2 or nblocks[i] - nblocks[first] <= 2:
+                    continue
+            group = chunks[first:i]
+            width = nblocks[i - 1]
+            table = np.zeros((len(group), width), dtype=np.int64)
+            for j, c in enumerate(group):
+                table[j, : nblocks[first + j]] = c.seq.block_table[: nblocks[first + j]]
+            ctx = torch.tensor([c.start + 1 for c in group], device=dev)
+            mask = torch.arange(width * bs, device=dev).unsqueeze(0) < ctx.unsqueeze(1)
+            groups.append(DecodeGroup(first, len(group), torch.from_numpy(table).to(dev),
+                                      mask.view(len(group), 1, 1, -1)))
+            first = i
+        return groups
 
     @torch.inference_mode()
     def execute(self, plan: SchedulerPlan) -> StepResult:

@@ -1,8 +1,9 @@
 """Attention over the paged KV cache for a flattened batch of decodes and prefill chunks.
 
-The batch holds `num_decodes` single-token rows first, then prefill chunks. Decodes gather their
-context blocks straight from the cache (one `index_select` per layer) and run as one batched
-scaled-dot-product attention with a length mask. A prefill chunk that starts at position 0 attends
+The batch holds single-token rows (decodes) first, then prefill chunks. Decodes, sorted by context
+length and split into groups so that short contexts do not pay for the longest one's padding,
+gather their blocks straight from the cache (one `index_select` per group and layer) and run as
+one batched scaled-dot-product attention per group with a length mask. A prefill chunk that starts at position 0 attends
 to its own keys (causal); a chunk that continues a cached prefix gathers its blocks and uses an
 offset causal mask.
 """
@@ -30,14 +31,22 @@ class PrefillSpan:
 
 
 @dataclass
+class DecodeGroup:
+    """Decode rows [row, row + count) of similar context length, attended in one call."""
+
+    row: int
+    count: int
+    block_tables: torch.Tensor
+    """[count, max_blocks] block ids (padded with 0)."""
+    mask: torch.Tensor
+    """[count, 1, 1, max_blocks * block_size] bool: which gathered slots are real context."""
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor
     """[T] cache slot of every token in the batch."""
-    num_decodes: int
-    decode_block_tables: torch.Tensor | None
-    """[D, max_blocks] block ids (padded with 0)."""
-    decode_mask: torch.Tensor | None
-    """[D, 1, 1, max_blocks * block_size] bool: which gathered slots are real context."""
+    decode_groups: list[DecodeGroup]
     prefills: list[PrefillSpan]
 
 
@@ -79,16 +88,16 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_cache
     out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
     gqa = num_heads != kv_heads
 
-    d = meta.num_decodes
-    if d:
-        tables = meta.decode_block_tables
-        ctx = tables.shape[1] * block_size
-        kk = key_cache.index_select(0, tables.reshape(-1)).view(d, ctx, kv_heads, head_dim)
-        vv = value_cache.index_select(0, tables.reshape(-1)).view(d, ctx, kv_heads, head_dim)
+    for g in meta.decode_groups:
+        d, rows = g.count, slice(g.row, g.row + g.count)
+        ctx = g.block_tables.shape[1] * block_size
+        flat = g.block_tables.reshape(-1)
+        kk = key_cache.index_select(0, flat).view(d, ctx, kv_heads, head_dim)
+        vv = value_cache.index_select(0, flat).view(d, ctx, kv_heads, head_dim)
         o = F.scaled_dot_product_attention(
-            q[:d].unsqueeze(2), kk.transpose(1, 2), vv.transpose(1, 2),
-            attn_mask=meta.decode_mask, scale=scale, enable_gqa=gqa)
-        out[:d] = o.squeeze(2)
+            q[rows].unsqueeze(2), kk.transpose(1, 2), vv.transpose(1, 2),
+            attn_mask=g.mask, scale=scale, enable_gqa=gqa)
+        out[rows] = o.squeeze(2)
 
     for span in meta.prefills:
         rows = slice(span.row, span.row + span.length)

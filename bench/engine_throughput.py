@@ -1,0 +1,179 @@
+"""Engine throughput: llmcell's engine against peers on the same workloads, in one run.
+
+Workloads (see bench/workloads.py): `single` (one stream, 128-token prompt), `uniform` (32
+concurrent 128-token chat prompts), `mixed` (256 requests, prompts 32-1,024 and outputs 16-256
+tokens, all at once). Peers: Hugging Face transformers `generate` with static batches of 32 and
+left padding, in bf16 (always) and fp32; vLLM CPU from .venv-peers when present (a subprocess).
+All engines decode greedily and produce exactly the requested number of tokens.
+
+    .venv/bin/python bench/engine_throughput.py --json /tmp/engine.json [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench import workloads as wl  # noqa: E402
+from bench.peers import hf_runner  # noqa: E402
+from llmcell.config import EngineConfig  # noqa: E402
+from llmcell.engine import LLM, SamplingParams  # noqa: E402
+from llmcell.engine.loader import load_checkpoint  # noqa: E402
+from llmcell.engine.loader.chat_template import render_chat  # noqa: E402
+from llmcell.engine.loader.export import export_hf_dir  # noqa: E402
+
+VLLM_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_llmcell(checkpoint, workloads, args) -> dict:
+    llm = LLM(config=EngineConfig(model=args.model, dtype=args.dtype, threads=args.threads,
+                                  kv_cache_memory=args.kv_cache_gib << 30),
+              checkpoint=checkpoint)
+    llm.generate([[1, 2, 3, 4]] * 4, SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
+    results = {"dtype": str(llm.core.dtype).removeprefix("torch.")}
+    for w in workloads:
+        params = [SamplingParams(max_tokens=m, temperature=0.0, ignore_eos=True)
+                  for m in w.max_tokens]
+        llm.core.block_manager.reset_prefix_cache()  # no free hits from an earlier workload
+        t = time.perf_counter()
+        outs = llm.generate(w.prompts, params)
+        wall = time.perf_counter() - t
+        tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        assert tokens == w.total_output_tokens, (tokens, w.total_output_tokens)
+        results[w.name] = {"tokens_per_s": tokens / wall, "wall_s": wall}
+        log(f"llmcell {w.name}: {tokens / wall:.1f} tok/s ({wall:.1f}s)")
+    return results
+
+
+def run_hf(checkpoint, workloads, dtype, budget_s: float) -> dict:
+    from transformers import LlamaForCausalLM
+
+    from llmcell.engine.loader.export import hf_state_dict
+    from llmcell.engine.loader.weights import Checkpoint  # noqa: F401
+
+    with tempfile.TemporaryDirectory() as d:
+        export_hf_dir(checkpoint, d, torch.float32)
+        model = LlamaForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    del hf_state_dict
+    pad = min(checkpoint.tokenizer.eos_token_ids)
+    results = {}
+    for w in workloads:
+        r = hf_runner.run(model, w, dtype, pad, budget_s)
+        results[w.name] = r
+        log(f"hf-{str(dtype)[6:]} {w.name}: {r['tokens_per_s']:.1f} tok/s"
+            f"{' (partial: %d requests)' % r['requests'] if r['partial'] else ''}")
+    return results
+
+
+def run_vllm(checkpoint, workloads, threads: int) -> dict:
+    if not VLLM_PYTHON.exists():
+        return {"unavailable": ".venv-peers not found (run `make peers`)"}
+    with tempfile.TemporaryDirectory() as d:
+        model_dir = export_hf_dir(checkpoint, Path(d) / "model", torch.bfloat16)
+        wpath, rpath = Path(d) / "workloads.json", Path(d) / "result.json"
+        wpath.write_text(json.dumps([w.to_json() for w in workloads]))
+        env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}",
+                   VLLM_CPU_NUM_OF_RESERVED_CPU="0", VLLM_CPU_KVCACHE_SPACE="4")
+        log("vLLM: starting (its warm-up compiles for about a minute)")
+        proc = subprocess.run([str(VLLM_PYTHON), str(ROOT / "bench/peers/vllm_runner.py"),
+                               str(model_dir), str(wpath), str(rpath)], env=env, cwd=d,
+                              capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0 or not rpath.exists():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return {"unavailable": f"vLLM exited {proc.returncode}: {' | '.join(tail)}"}
+        results = json.loads(rpath.read_text())
+    for w in workloads:
+        log(f"vllm {w.name}: {results[w.name]['tokens_per_s']:.1f} tok/s")
+    return results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    ap.add_argument("--quick", action="store_true", help="smaller workloads (< 3 minutes)")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--dtype", default="auto", help="llmcell's dtype (auto: bf16 only where native)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--kv-cache-gib", type=int, default=4)
+    ap.add_argument("--peers", default="hf-bf16,hf-fp32,vllm",
+                    help="comma list of hf-bf16, hf-fp32, vllm (default: all)")
+    ap.add_argument("--peer-budget", type=float, default=None,
+                    help="seconds per HF workload before it stops starting new batches "
+                         "(default 60, 20 with --quick)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    budget = args.peer_budget or (20.0 if args.quick else 60.0)
+
+    checkpoint = load_checkpoint(args.model)
+    tk = checkpoint.tokenizer
+
+    def render(text: str) -> str:
+        return render_chat(tk.chat_template, [{"role": "user", "content": text}], True)
+
+    workloads = wl.build(tk, render, args.quick)
+    engines: dict[str, dict] = {}
+    engines["llmcell"] = run_llmcell(checkpoint, workloads, args)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    if "vllm" in peers:
+        engines["vllm"] = run_vllm(checkpoint, workloads, args.threads)
+    for name, dtype in (("hf-bf16", torch.bfloat16), ("hf-fp32", torch.float32)):
+        if name in peers:
+            engines[name] = run_hf(checkpoint, workloads, dtype, budget)
+
+    report = {"machine": {"cores": os.cpu_count(), "torch": torch.__version__,
+                          "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+              "quick": args.quick, "engines": {}, "workloads": {}}
+    for name, res in engines.items():
+        report["engines"][name] = {k: v for k, v in res.items() if not isinstance(v, dict)}
+    header = f"{'workload':<9} {'requests':>9} " + " ".join(f"{n:>12}" for n in engines)
+    lines = [header + f" {'vs best peer':>13}", "-" * (len(header) + 14)]
+    for w in workloads:
+        row = {"requests": len(w.prompts), "output_tokens": w.total_output_tokens}
+        cells = []
+        for name, res in engines.items():
+            fig = res.get(w.name)
+            row[name] = fig or {"unavailable": res.get("unavailable", "not run")}
+            cells.append(f"{fig['tokens_per_s']:>11.1f}{'*' if fig.get('partial') else ' '}"
+                         if fig else f"{'n/a':>12}")
+        peer_figs = {n: r[w.name]["tokens_per_s"] for n, r in engines.items()
+                     if n != "llmcell" and w.name in r}
+        ours = engines["llmcell"][w.name]["tokens_per_s"]
+        if peer_figs:
+            best = max(peer_figs, key=peer_figs.get)
+            row["best_peer"] = best
+            row["ratio_vs_best_peer"] = ours / peer_figs[best]
+            for n, v in peer_figs.items():
+                row[f"ratio_vs_{n}"] = ours / v
+        ratio = row.get("ratio_vs_best_peer")
+        lines.append(f"{w.name:<9} {len(w.prompts):>9} " + " ".join(cells)
+                     + (f" {ratio:>12.2f}x" if ratio else f" {'n/a':>13}"))
+        report["workloads"][w.name] = row
+    print("tokens/s (output tokens / wall time; * = HF measured on the batches that fit its "
+          "time budget)")
+    print("\n".join(lines))
+    for name, res in engines.items():
+        if "unavailable" in res:
+            print(f"{name}: unavailable: {res['unavailable']}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
