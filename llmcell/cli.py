@@ -139,6 +139,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
         messages.append({"role": "assistant", "content": "".join(reply)})
 
 
+def cmd_server(args: argparse.Namespace) -> int:
+    from llmcell.config.server import ServerConfig
+    from llmcell.server.main import run
+
+    config = ServerConfig(
+        host=args.host, port=args.port, engine=args.engine, upstream=args.upstream,
+        served_model_name=args.served_model_name, max_body_bytes=args.max_body_bytes,
+        max_queue=args.max_queue, drain_timeout=args.drain_timeout,
+        engine_config=engine_config(args))
+    return run(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmcell", description=(
         "llmcell: serve LLMs as a cell of model servers behind one gateway."))
@@ -158,6 +170,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(c)
     add_sampling_flags(c)
     c.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("server", help="run one OpenAI-compatible model server",
+                       description="Serve a model over the OpenAI API (chat, completions, models, "
+                                   "tokenize) with /health, /ready and /metrics.")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    s.add_argument("--engine", default="builtin", choices=["builtin", "openai"],
+                   help="builtin: the in-process engine; openai: forward to --upstream")
+    s.add_argument("--upstream", default=None,
+                   help="base URL of an external OpenAI-compatible engine (vLLM, SGLang, llmcell)")
+    s.add_argument("--served-model-name", default=None,
+                   help="model name clients use (default: --model, or the upstream's model)")
+    s.add_argument("--max-body-bytes", type=_size, default=4 << 20,
+                   help="largest request body accepted (default: 4MiB)")
+    s.add_argument("--max-queue", type=int, default=256,
+                   help="requests that may wait beyond the batch; more get 429 (default: 256)")
+    s.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="seconds to finish running requests after SIGTERM (default: 30)")
+    add_engine_flags(s)
+    s.set_defaults(func=cmd_server)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Model server: an OpenAI-compatible HTTP API in front of an engine (built-in or external)."""

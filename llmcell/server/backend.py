@@ -1,0 +1,52 @@
+"""The contract between the HTTP layer and an engine: what a model server needs from a backend.
+
+A backend answers validated OpenAI requests with either a JSON body or a stream of SSE bytes, and
+reports its load. The built-in engine and an external OpenAI-compatible engine (vLLM, SGLang,
+another llmcell server) both implement it, so routes never know which one they talk to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol
+
+from llmcell.protocol.openai import ChatRequest, CompletionRequest
+
+
+@dataclass(frozen=True)
+class Load:
+    """A backend's load as the router and autoscaler see it."""
+
+    running: int
+    waiting: int
+    kv_cache_usage: float
+    ready: bool
+
+
+@dataclass
+class Reply:
+    """A non-streaming answer (status + JSON) or a stream of SSE bytes."""
+
+    status: int = 200
+    body: dict | None = None
+    stream: AsyncIterator[bytes] | None = None
+
+
+class ModelBackend(Protocol):
+    model_name: str
+    max_model_len: int
+
+    async def start(self) -> None:
+        """Load or connect; after it returns, `load().ready` tells whether requests can run."""
+
+    async def stop(self) -> None: ...
+
+    def load(self) -> Load: ...
+
+    async def chat(self, req: ChatRequest, raw: dict) -> Reply: ...
+
+    async def complete(self, req: CompletionRequest, raw: dict) -> Reply: ...
+
+    async def tokenize(self, raw: dict) -> Reply: ...
+
+    async def detokenize(self, raw: dict) -> Reply: ...

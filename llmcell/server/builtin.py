@@ -1,0 +1,301 @@
+"""Built-in backend: the in-process engine behind the OpenAI API.
+
+Prepares prompts (chat template, tokenization, context-window check), admits requests through a
+bounded queue (429 beyond it), runs them on the async engine and shapes the outputs as OpenAI
+responses or SSE chunks. Leaving a stream early aborts the engine request, freeing its blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import AsyncIterator
+
+from llmcell.config.server import ServerConfig
+from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
+from llmcell.engine.core import EngineCore
+from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
+from llmcell.engine.outputs import RequestOutput
+from llmcell.protocol.errors import APIError, invalid
+from llmcell.protocol.openai import ChatRequest, CompletionRequest, Sampling, usage
+from llmcell.server import responses as R
+from llmcell.server.backend import Load, Reply
+from llmcell.server.metrics import ServerMetrics
+from llmcell.server.sse import DONE, event
+
+
+class BuiltinBackend:
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.model_name = config.model_name
+        self.max_model_len = 0
+        self.engine: AsyncEngine | None = None
+        self._ready = False
+        self._in_flight = 0
+        self._limit = config.engine_config.max_num_seqs + config.max_queue
+
+    # ---- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        core = await loop.run_in_executor(None, EngineCore, self.config.engine_config)
+        self.engine = AsyncEngine(core)
+        self.max_model_len = core.max_model_len
+        self.metrics.bind_engine(self.engine, self.model_name)
+        async for _ in self.engine.generate([1, 2, 3], SamplingParams(max_tokens=2), "warmup"):
+            pass
+        self._ready = True
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            self.engine.shutdown()
+
+    def load(self) -> Load:
+        if self.engine is None:
+            return Load(0, 0, 0.0, False)
+        s = self.engine.stats()
+        return Load(s.num_running, s.num_waiting, s.kv_cache_usage,
+                    self._ready and self.engine.is_alive)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    # ---- helpers -----------------------------------------------------------------------------------
+    def _check_ready(self) -> AsyncEngine:
+        if not self._ready or self.engine is None:
+            raise APIError(503, "the model is still loading; retry when /ready answers 200",
+                           headers={"Retry-After": "1"})
+        if not self.engine.is_alive:
+            raise APIError(503, "the engine has failed; this server must be restarted")
+        return self.engine
+
+    def _admit(self) -> None:
+        if self._in_flight >= self._limit:
+            raise APIError(429, f"the server is at capacity ({self._in_flight} requests running "
+                                f"or queued, limit {self._limit}); retry shortly",
+                           code="queue_full", headers={"Retry-After": "1"})
+
+    def _params(self, s: Sampling, prompt_len: int, param: str) -> SamplingParams:
+        room = self.max_model_len - prompt_len
+        max_tokens = s.max_tokens if s.max_tokens is not None else room
+        if max_tokens < 1 or prompt_len + max_tokens > self.max_model_len:
+            raise APIError(
+                400, f"this model's maximum context length is {self.max_model_len} tokens; the "
+                     f"request has {prompt_len} prompt tokens + {max_tokens} max_tokens = "
+                     f"{prompt_len + max_tokens} tokens", param=param,
+                code="context_length_exceeded")
+        try:
+            return SamplingParams(
+                max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                min_p=s.min_p, seed=s.seed, repetition_penalty=s.repetition_penalty,
+                presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
+                stop=tuple(s.stop), stop_token_ids=tuple(s.stop_token_ids),
+                ignore_eos=s.ignore_eos, n=s.n, logprobs=s.logprobs)
+        except ValueError as e:
+            raise invalid(str(e)) from None
+
+    def _chat_prompt(self, req: ChatRequest) -> list[int]:
+        tk = self.engine.tokenizer
+        try:
+            text = render_chat(tk.chat_template, req.messages, req.add_generation_prompt,
+                               tk.bos_token, tk.eos_token)
+        except ChatTemplateError as e:
+            raise invalid(str(e), "messages") from None
+        return tk.encode(text, add_special_tokens=False)
+
+    def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.engine.tokenizer.encode(prompt)
+        vocab = self.engine.core.model_config.vocab_size
+        if any(t >= vocab for t in prompt):
+            raise invalid(f"'prompt' token ids must be < {vocab} (the vocabulary size)", "prompt")
+        return prompt
+
+    async def _run(self, prompt: list[int], params: SamplingParams,
+                   rid: str) -> AsyncIterator[RequestOutput]:
+        """Engine outputs for one prompt, with metrics recorded when it finishes."""
+        last = None
+        try:
+            async for out in self.engine.generate(prompt, params, rid):
+                last = out
+                yield out
+        finally:
+            if last is not None and last.finished:
+                self.metrics.observe_request(self.model_name, last)
+
+    # ---- chat ----------------------------------------------------------------------------------------
+    async def chat(self, req: ChatRequest, raw: dict) -> Reply:
+        self._check_ready()
+        prompt = self._chat_prompt(req)
+        params = self._params(req.sampling, len(prompt), "messages")
+        self._admit()
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if req.stream:
+            return Reply(stream=self._guard(self._chat_stream(req, prompt, params, rid, created)))
+        self._in_flight += 1
+        try:
+            final = None
+            async for out in self._run(prompt, params, rid):
+                final = out
+        except EngineDeadError as e:
+            raise APIError(503, str(e)) from None
+        finally:
+            self._in_flight -= 1
+        choices = [R.chat_choice(o.index, o) for o in final.outputs]
+        return Reply(body={"id": rid, "object": "chat.completion", "created": created,
+                           "model": self.model_name, "choices": choices,
+                           "usage": usage(len(prompt), final.num_generated_tokens)})
+
+    async def _guard(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Count the stream as in flight, and end it with an error event if the engine fails."""
+        self._in_flight += 1
+        try:
+            async for chunk in stream:
+                yield chunk
+        except EngineDeadError as e:
+            yield event(APIError(503, str(e)).body())
+            yield DONE
+        finally:
+            self._in_flight -= 1
+
+    async def _chat_stream(self, req, prompt, params, rid, created) -> AsyncIterator[bytes]:
+        with_usage = req.include_usage
+        model = self.model_name
+        for i in range(params.n):
+            yield event(R.chat_chunk(rid, created, model, {
+                "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                "finish_reason": None}, with_usage))
+        final = None
+        async for out in self._run(prompt, params, rid):
+            final = out
+            for o in out.outputs:
+                if not o.delta_text and (o.logprobs is None or not o.delta_logprobs):
+                    continue
+                choice = {"index": o.index,
+                          "delta": {"content": o.delta_text} if o.delta_text else {},
+                          "logprobs": R.chat_logprobs(o.delta_logprobs)
+                          if o.logprobs is not None else None, "finish_reason": None}
+                yield event(R.chat_chunk(rid, created, model, choice, with_usage))
+        for o in final.outputs:  # the closing chunk carries each choice's finish_reason
+            yield event(R.chat_chunk(rid, created, model, {
+                "index": o.index, "delta": {}, "logprobs": None,
+                "finish_reason": R.finish_reason(o) or "stop"}, with_usage))
+        if with_usage:
+            yield event({"id": rid, "object": "chat.completion.chunk", "created": created,
+                         "model": model, "choices": [],
+                         "usage": usage(len(prompt), final.num_generated_tokens)})
+        yield DONE
+
+    # ---- completions ---------------------------------------------------------------------------------
+    async def complete(self, req: CompletionRequest, raw: dict) -> Reply:
+        self._check_ready()
+        prompts = [self._completion_prompt(p) for p in req.prompts]
+        params = [self._params(req.sampling, len(p), "prompt") for p in prompts]
+        self._admit()
+        rid = f"cmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        echoes = [self.engine.tokenizer.decode(p) if req.echo else "" for p in prompts]
+        if req.stream:
+            return Reply(stream=self._guard(
+                self._completion_stream(req, prompts, params, echoes, rid, created)))
+        self._in_flight += 1
+        try:
+            finals = await asyncio.gather(*[self._last(p, q, f"{rid}-{i}")
+                                            for i, (p, q) in enumerate(zip(prompts, params))])
+        except EngineDeadError as e:
+            raise APIError(503, str(e)) from None
+        finally:
+            self._in_flight -= 1
+        n = req.sampling.n
+        choices = [R.completion_choice(i * n + o.index, o, echoes[i])
+                   for i, f in enumerate(finals) for o in f.outputs]
+        gen = sum(f.num_generated_tokens for f in finals)
+        return Reply(body={"id": rid, "object": "text_completion", "created": created,
+                           "model": self.model_name, "choices": choices,
+                           "usage": usage(sum(len(p) for p in prompts), gen)})
+
+    async def _last(self, prompt, params, rid) -> RequestOutput:
+        final = None
+        async for out in self._run(prompt, params, rid):
+            final = out
+        return final
+
+    async def _completion_stream(self, req, prompts, params, echoes, rid,
+                                 created) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue = asyncio.Queue()
+        n = req.sampling.n
+        model, with_usage = self.model_name, req.include_usage
+
+        async def pump(i: int) -> None:
+            try:
+                async for out in self._run(prompts[i], params[i], f"{rid}-{i}"):
+                    await queue.put((i, out))
+            except BaseException as e:  # delivered to the consumer, which re-raises it
+                await queue.put((i, e))
+            finally:
+                await queue.put((i, None))
+
+        tasks = [asyncio.create_task(pump(i)) for i in range(len(prompts))]
+        try:
+            if req.echo:
+                for i, text in enumerate(echoes):
+                    for j in range(n):
+                        yield event(R.completion_chunk(rid, created, model, {
+                            "index": i * n + j, "text": text, "logprobs": None,
+                            "finish_reason": None}, with_usage))
+            open_streams, generated = len(tasks), 0
+            while open_streams:
+                i, item = await queue.get()
+                if item is None:
+                    open_streams -= 1
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                for o in item.outputs:
+                    if not (o.delta_token_ids or o.finished):
+                        continue
+                    generated += len(o.delta_token_ids)
+                    yield event(R.completion_chunk(rid, created, model, {
+                        "index": i * n + o.index, "text": o.delta_text,
+                        "logprobs": R.completion_logprobs(o.delta_logprobs, 0)
+                        if o.logprobs is not None else None,
+                        "finish_reason": R.finish_reason(o)}, with_usage))
+            if with_usage:
+                yield event({"id": rid, "object": "text_completion", "created": created,
+                             "model": model, "choices": [],
+                             "usage": usage(sum(len(p) for p in prompts), generated)})
+            yield DONE
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    # ---- tokenizer endpoints ---------------------------------------------------------------------------
+    async def tokenize(self, raw: dict) -> Reply:
+        self._check_ready()
+        tk = self.engine.tokenizer
+        if "messages" in raw:
+            from llmcell.protocol.openai import parse_chat
+
+            ids = self._chat_prompt(parse_chat({"model": self.model_name, **raw}))
+        else:
+            prompt = raw.get("prompt")
+            if not isinstance(prompt, str):
+                raise invalid("'prompt' must be a string (or give 'messages')", "prompt")
+            add = raw.get("add_special_tokens", True)
+            if not isinstance(add, bool):
+                raise invalid("'add_special_tokens' must be a boolean", "add_special_tokens")
+            ids = tk.encode(prompt, add_special_tokens=add)
+        return Reply(body={"tokens": ids, "count": len(ids), "max_model_len": self.max_model_len})
+
+    async def detokenize(self, raw: dict) -> Reply:
+        self._check_ready()
+        tokens = raw.get("tokens")
+        vocab = self.engine.core.model_config.vocab_size
+        if not isinstance(tokens, list) or not all(
+                isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in tokens):
+            raise invalid(f"'tokens' must be a list of token ids in [0, {vocab})", "tokens")
+        return Reply(body={"prompt": self.engine.tokenizer.decode(tokens,
+                                                                  skip_special_tokens=False)})

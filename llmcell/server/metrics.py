@@ -1,0 +1,122 @@
+"""Model-server metrics in Prometheus text, named `llmcell:*` after vLLM's `vllm:*` meanings.
+
+Each app owns its registry (no process-global state). Gauges are read from the engine's stats
+when scraped; request histograms are derived from the timestamps the engine stamped.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from llmcell.engine.outputs import RequestOutput
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+                   10.0, 20.0, 40.0, 80.0)
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+class _EngineCollector:
+    def __init__(self, engine, model: str) -> None:
+        self.engine = engine
+        self.model = model
+
+    def collect(self):
+        s = self.engine.stats()
+        labels = ["model_name"]
+
+        def gauge(name, doc, value):
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric([self.model], value)
+            return g
+
+        def counter(name, doc, value):
+            c = CounterMetricFamily(name, doc, labels=labels)
+            c.add_metric([self.model], value)
+            return c
+
+        yield gauge("llmcell:num_requests_running", "Sequences in the running batch.",
+                    s.num_running)
+        yield gauge("llmcell:num_requests_waiting", "Sequences waiting for a batch slot.",
+                    s.num_waiting)
+        yield gauge("llmcell:kv_cache_usage_perc", "Fraction of KV-cache blocks in use (0-1).",
+                    s.kv_cache_usage)
+        yield counter("llmcell:prompt_tokens", "Prompt tokens computed.", s.prompt_tokens)
+        yield counter("llmcell:generation_tokens", "Tokens generated.", s.generation_tokens)
+        yield counter("llmcell:num_preemptions", "Sequences preempted for KV space.",
+                      s.num_preemptions)
+        yield counter("llmcell:prefix_cache_queries", "Prompt tokens looked up in the prefix cache.",
+                      s.prefix_cache_queries)
+        yield counter("llmcell:prefix_cache_hits", "Prompt tokens found in the prefix cache.",
+                      s.prefix_cache_hits)
+
+
+class _LoadCollector:
+    """Load of an external engine (polled from its /metrics), re-exported under llmcell names."""
+
+    def __init__(self, load_fn, model_fn) -> None:
+        self.load_fn = load_fn
+        self.model_fn = model_fn
+
+    def collect(self):
+        load = self.load_fn()
+        for name, doc, value in (
+                ("llmcell:num_requests_running", "Requests running upstream.", load.running),
+                ("llmcell:num_requests_waiting", "Requests waiting upstream.", load.waiting),
+                ("llmcell:kv_cache_usage_perc", "Upstream KV-cache usage (0-1).",
+                 load.kv_cache_usage)):
+            g = GaugeMetricFamily(name, doc, labels=["model_name"])
+            g.add_metric([self.model_fn()], value)
+            yield g
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model_name"]
+        r = self.registry
+        self.ttft = Histogram("llmcell:time_to_first_token_seconds", "Time to first token.",
+                              labels, buckets=LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("llmcell:time_per_output_token_seconds",
+                              "Mean time per output token after the first.", labels,
+                              buckets=LATENCY_BUCKETS, registry=r)
+        self.e2e = Histogram("llmcell:e2e_request_latency_seconds", "End-to-end request latency.",
+                             labels, buckets=LATENCY_BUCKETS, registry=r)
+        self.queue = Histogram("llmcell:request_queue_time_seconds", "Time waiting to be scheduled.",
+                               labels, buckets=LATENCY_BUCKETS, registry=r)
+        self.prompt_len = Histogram("llmcell:request_prompt_tokens", "Prompt length per request.",
+                                    labels, buckets=TOKEN_BUCKETS, registry=r)
+        self.gen_len = Histogram("llmcell:request_generation_tokens", "Output tokens per request.",
+                                 labels, buckets=TOKEN_BUCKETS, registry=r)
+        self.success = Counter("llmcell:request_success", "Finished requests by finish reason.",
+                               labels + ["finished_reason"], registry=r)
+        self.http = Counter("llmcell:http_requests", "HTTP requests by route and status.",
+                            ["route", "status"], registry=r)
+
+    def bind_engine(self, engine, model: str) -> None:
+        self.registry.register(_EngineCollector(engine, model))
+
+    def bind_load(self, load_fn, model_fn) -> None:
+        self.registry.register(_LoadCollector(load_fn, model_fn))
+
+    def observe_request(self, model: str, out: RequestOutput) -> None:
+        m = out.metrics
+        if m is None:
+            return
+        if m.first_token is not None:
+            self.ttft.labels(model).observe(m.first_token - m.arrival)
+        if m.first_scheduled is not None:
+            self.queue.labels(model).observe(m.first_scheduled - m.arrival)
+        if m.finished is not None:
+            self.e2e.labels(model).observe(m.finished - m.arrival)
+        n = out.num_generated_tokens
+        if n > 1 and m.first_token is not None and m.last_token is not None:
+            self.tpot.labels(model).observe((m.last_token - m.first_token) / (n - 1))
+        self.prompt_len.labels(model).observe(out.num_prompt_tokens)
+        self.gen_len.labels(model).observe(n)
+        for o in out.outputs:
+            self.success.labels(model, o.finish_reason or "abort").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,59 @@
+"""Build OpenAI response bodies and stream chunks from engine outputs (chat and completions)."""
+
+from __future__ import annotations
+
+from llmcell.engine.outputs import CompletionOutput, TokenLogprob
+from llmcell.protocol.openai import token_bytes
+
+
+def finish_reason(out: CompletionOutput) -> str | None:
+    if out.finish_reason is None:
+        return None
+    return "length" if out.finish_reason == "length" else "stop"
+
+
+def chat_logprobs(items: list[TokenLogprob]) -> dict:
+    return {"content": [{
+        "token": t.token, "logprob": t.logprob, "bytes": token_bytes(t.token),
+        "top_logprobs": [{"token": s, "logprob": v, "bytes": token_bytes(s)} for _, s, v in t.top],
+    } for t in items]}
+
+
+def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict:
+    tokens, lps, tops, offsets = [], [], [], []
+    for t in items:
+        tokens.append(t.token)
+        lps.append(t.logprob)
+        tops.append({s: v for _, s, v in t.top} if t.top else None)
+        offsets.append(offset)
+        offset += len(t.token)
+    return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+
+
+def chat_choice(index: int, out: CompletionOutput) -> dict:
+    return {"index": index, "message": {"role": "assistant", "content": out.text},
+            "logprobs": chat_logprobs(out.logprobs) if out.logprobs is not None else None,
+            "finish_reason": finish_reason(out)}
+
+
+def completion_choice(index: int, out: CompletionOutput, prefix: str = "") -> dict:
+    return {"index": index, "text": prefix + out.text,
+            "logprobs": completion_logprobs(out.logprobs, len(prefix))
+            if out.logprobs is not None else None,
+            "finish_reason": finish_reason(out)}
+
+
+def chat_chunk(rid: str, created: int, model: str, choice: dict, with_usage: bool) -> dict:
+    chunk = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+             "choices": [choice]}
+    if with_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def completion_chunk(rid: str, created: int, model: str, choice: dict, with_usage: bool) -> dict:
+    chunk = {"id": rid, "object": "text_completion", "created": created, "model": model,
+             "choices": [choice]}
+    if with_usage:
+        chunk["usage"] = None
+    return chunk
