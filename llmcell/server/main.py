@@ -78,6 +78,9 @@ async def serve(config: ServerConfig, announce=None) -> None:
 
 
 def run(config: ServerConfig) -> int:
+    # The engine thread and the event loop share the GIL; Python's default 5 ms switch interval
+    # would make each arriving request wait for a whole slice of the engine's step.
+    sys.setswitchinterval(0.0005)
     def announce(url: str | None) -> None:
         if url:
             print(f"llmcell server: listening on {url} ({config.engine} engine); loading "
