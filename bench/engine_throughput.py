@@ -40,8 +40,10 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run_llmcell(checkpoint, workloads, args) -> dict:
-    llm = LLM(config=EngineConfig(model=args.model, dtype=args.dtype, threads=args.threads,
+def run_llmcell(checkpoint, workloads, args, label="llmcell", dtype=None,
+                quantization=None) -> dict:
+    llm = LLM(config=EngineConfig(model=args.model, dtype=dtype or args.dtype,
+                                  threads=args.threads, quantization=quantization,
                                   kv_cache_memory=args.kv_cache_gib << 30),
               checkpoint=checkpoint)
     llm.generate([[1, 2, 3, 4]] * 4, SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
@@ -56,7 +58,7 @@ def run_llmcell(checkpoint, workloads, args) -> dict:
         tokens = sum(len(o.outputs[0].token_ids) for o in outs)
         assert tokens == w.total_output_tokens, (tokens, w.total_output_tokens)
         results[w.name] = {"tokens_per_s": tokens / wall, "wall_s": wall}
-        log(f"llmcell {w.name}: {tokens / wall:.1f} tok/s ({wall:.1f}s)")
+        log(f"{label} {w.name}: {tokens / wall:.1f} tok/s ({wall:.1f}s)")
     return results
 
 
@@ -80,13 +82,20 @@ def run_hf(checkpoint, workloads, dtype, budget_s: float) -> dict:
     return results
 
 
-def run_vllm(checkpoint, workloads, threads: int) -> dict:
+def run_vllm(checkpoint, workloads, threads: int, mixed_cap: int) -> dict:
     if not VLLM_PYTHON.exists():
         return {"unavailable": ".venv-peers not found (run `make peers`)"}
+    capped = []
+    for w in workloads:
+        j = w.to_json()
+        if w.name == "mixed" and mixed_cap and len(w.prompts) > mixed_cap:
+            j["prompts"], j["max_tokens"] = j["prompts"][:mixed_cap], j["max_tokens"][:mixed_cap]
+            j["partial"] = True
+        capped.append(j)
     with tempfile.TemporaryDirectory() as d:
         model_dir = export_hf_dir(checkpoint, Path(d) / "model", torch.bfloat16)
         wpath, rpath = Path(d) / "workloads.json", Path(d) / "result.json"
-        wpath.write_text(json.dumps([w.to_json() for w in workloads]))
+        wpath.write_text(json.dumps(capped))
         env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}",
                    VLLM_CPU_NUM_OF_RESERVED_CPU="0", VLLM_CPU_KVCACHE_SPACE="4")
         log("vLLM: starting (its warm-up compiles for about a minute)")
@@ -97,6 +106,9 @@ def run_vllm(checkpoint, workloads, threads: int) -> dict:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             return {"unavailable": f"vLLM exited {proc.returncode}: {' | '.join(tail)}"}
         results = json.loads(rpath.read_text())
+    for j in capped:
+        if j.get("partial"):
+            results[j["name"]].update(partial=True, requests=len(j["prompts"]))
     for w in workloads:
         log(f"vllm {w.name}: {results[w.name]['tokens_per_s']:.1f} tok/s")
     return results
@@ -110,8 +122,15 @@ def main() -> int:
     ap.add_argument("--dtype", default="auto", help="llmcell's dtype (auto: bf16 only where native)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--kv-cache-gib", type=int, default=4)
-    ap.add_argument("--peers", default="hf-bf16,hf-fp32,vllm",
-                    help="comma list of hf-bf16, hf-fp32, vllm (default: all)")
+    ap.add_argument("--peers", default=None,
+                    help="comma list of hf-bf16, hf-fp32, vllm (default: all; with --quick "
+                         "hf-bf16,hf-fp32, since vLLM's start-up alone takes minutes)")
+    ap.add_argument("--vllm-mixed-requests", type=int, default=64,
+                    help="vLLM runs the first N mixed requests (its bf16 kernels are emulated "
+                         "on CPUs without AVX512-BF16); 0 = all (default: %(default)s)")
+    ap.add_argument("--int8-workloads", default="single",
+                    help="workloads also run with int8 weights + bf16 activations "
+                         "(default: %(default)s; empty to skip)")
     ap.add_argument("--peer-budget", type=float, default=None,
                     help="seconds per HF workload before it stops starting new batches "
                          "(default 60, 20 with --quick)")
@@ -128,9 +147,14 @@ def main() -> int:
     workloads = wl.build(tk, render, args.quick)
     engines: dict[str, dict] = {}
     engines["llmcell"] = run_llmcell(checkpoint, workloads, args)
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    int8 = [w for w in workloads if w.name in args.int8_workloads.split(",")]
+    if int8:
+        engines["llmcell-int8"] = run_llmcell(checkpoint, int8, args, "llmcell-int8",
+                                              "bfloat16", "int8")
+    peer_list = args.peers or ("hf-bf16,hf-fp32" if args.quick else "hf-bf16,hf-fp32,vllm")
+    peers = [p.strip() for p in peer_list.split(",") if p.strip()]
     if "vllm" in peers:
-        engines["vllm"] = run_vllm(checkpoint, workloads, args.threads)
+        engines["vllm"] = run_vllm(checkpoint, workloads, args.threads, args.vllm_mixed_requests)
     for name, dtype in (("hf-bf16", torch.bfloat16), ("hf-fp32", torch.float32)):
         if name in peers:
             engines[name] = run_hf(checkpoint, workloads, dtype, budget)
@@ -151,7 +175,7 @@ def main() -> int:
             cells.append(f"{fig['tokens_per_s']:>11.1f}{'*' if fig.get('partial') else ' '}"
                          if fig else f"{'n/a':>12}")
         peer_figs = {n: r[w.name]["tokens_per_s"] for n, r in engines.items()
-                     if n != "llmcell" and w.name in r}
+                     if not n.startswith("llmcell") and w.name in r}
         ours = engines["llmcell"][w.name]["tokens_per_s"]
         if peer_figs:
             best = max(peer_figs, key=peer_figs.get)
@@ -159,12 +183,15 @@ def main() -> int:
             row["ratio_vs_best_peer"] = ours / peer_figs[best]
             for n, v in peer_figs.items():
                 row[f"ratio_vs_{n}"] = ours / v
+            if "llmcell-int8" in engines and w.name in engines["llmcell-int8"]:
+                row["int8_ratio_vs_best_peer"] = (engines["llmcell-int8"][w.name]["tokens_per_s"]
+                                                  / peer_figs[best])
         ratio = row.get("ratio_vs_best_peer")
         lines.append(f"{w.name:<9} {len(w.prompts):>9} " + " ".join(cells)
                      + (f" {ratio:>12.2f}x" if ratio else f" {'n/a':>13}"))
         report["workloads"][w.name] = row
-    print("tokens/s (output tokens / wall time; * = HF measured on the batches that fit its "
-          "time budget)")
+    print("tokens/s (output tokens / wall time; * = measured on part of the workload: HF on the "
+          "batches that fit its time budget, vLLM on the first mixed requests)")
     print("\n".join(lines))
     for name, res in engines.items():
         if "unavailable" in res:

@@ -87,10 +87,17 @@ class ModelRunner:
             table = np.zeros((len(group), width), dtype=np.int64)
             for j, c in enumerate(group):
                 table[j, : nblocks[first + j]] = c.seq.block_table[: nblocks[first + j]]
-            ctx = torch.tensor([c.start + 1 for c in group], device=dev)
-            mask = torch.arange(width * bs, device=dev).unsqueeze(0) < ctx.unsqueeze(1)
-            groups.append(DecodeGroup(first, len(group), torch.from_numpy(table).to(dev),
-                                      mask.view(len(group), 1, 1, -1)))
+            lens = [c.start + 1 for c in group]
+            if min(lens) == max(lens):  # no padding: attend to exactly `lens` slots, no mask
+                mask = None
+                context = lens[0]
+            else:
+                ctx = torch.tensor(lens, device=dev)
+                mask = (torch.arange(width * bs, device=dev).unsqueeze(0) < ctx.unsqueeze(1))
+                mask = mask.view(len(group), 1, 1, -1)
+                context = width * bs
+            groups.append(DecodeGroup(first, len(group), torch.from_numpy(table).to(dev), mask,
+                                      context))
             first = i
         return groups
 

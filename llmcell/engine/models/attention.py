@@ -38,8 +38,11 @@ class DecodeGroup:
     count: int
     block_tables: torch.Tensor
     """[count, max_blocks] block ids (padded with 0)."""
-    mask: torch.Tensor
-    """[count, 1, 1, max_blocks * block_size] bool: which gathered slots are real context."""
+    mask: torch.Tensor | None
+    """[count, 1, 1, max_blocks * block_size] bool: which gathered slots are real context;
+    None when every row has exactly `context` tokens."""
+    context: int
+    """Gathered slots attended to (the first `context` of each row)."""
 
 
 @dataclass
@@ -94,6 +97,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_cache
         flat = g.block_tables.reshape(-1)
         kk = key_cache.index_select(0, flat).view(d, ctx, kv_heads, head_dim)
         vv = value_cache.index_select(0, flat).view(d, ctx, kv_heads, head_dim)
+        if g.mask is None:
+            kk, vv = kk[:, : g.context], vv[:, : g.context]
         o = F.scaled_dot_product_attention(
             q[rows].unsqueeze(2), kk.transpose(1, 2), vv.transpose(1, 2),
             attn_mask=g.mask, scale=scale, enable_gqa=gqa)

@@ -86,11 +86,10 @@ class LlamaModel:
             n += self.lm_head.nbytes()
         return n
 
-    def _rope(self, qk: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """qk: [T, heads, D] with HF's half-split layout; rotates in place-free form."""
+    @staticmethod
+    def _rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """qk: [T, heads, D] in HF's half-split layout; cos/sin: [T, 1, D/2]."""
         half = qk.shape[-1] // 2
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
         x1, x2 = qk[..., :half], qk[..., half:]
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
@@ -103,11 +102,13 @@ class LlamaModel:
         t = input_ids.shape[0]
         x = F.embedding(input_ids, self.embed)
         qk_heads = c.num_heads + c.num_kv_heads
+        cos = self.cos[positions].unsqueeze(1)  # gathered once per step, used by every layer
+        sin = self.sin[positions].unsqueeze(1)
         for i, layer in enumerate(self.layers):
             y = F.rms_norm(x, (h,), layer.input_norm, eps)
             qkv = layer.qkv(y)
             qk = self._rope(qkv[:, : self.q_size + self.kv_size].view(t, qk_heads, c.head_dim),
-                            positions)
+                            cos, sin)
             q = qk[:, : c.num_heads]
             k = qk[:, c.num_heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(t, c.num_kv_heads, c.head_dim)
