@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZATIONS = (None, "int8")
+ATTENTION_BACKENDS = ("auto", "native", "torch")
 DEVICES = ("cpu", "cuda")
 
 
@@ -35,6 +36,9 @@ class EngineConfig:
     """Longest sequence (prompt + output); 0 takes the model's context length."""
     enable_prefix_caching: bool = True
     seed: int = 0
+    attention_backend: str = "auto"
+    """Decode attention: "native" (a C++ kernel reading the paged cache in place; fp32 CPU),
+    "torch" (gather + scaled_dot_product_attention), "auto" (native where it applies and builds)."""
     show_progress: bool = False
     """Print a loading progress bar (to stderr) while weights load."""
 
@@ -47,6 +51,9 @@ class EngineConfig:
             raise ValueError(f"quantization={self.quantization!r} is not one of {QUANTIZATIONS}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise ValueError(f"device={self.device!r} is not 'cpu', 'cuda' or 'cuda:N'")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention_backend={self.attention_backend!r} is not one of "
+                             f"{ATTENTION_BACKENDS}")
         _positive("block_size", self.block_size)
         _positive("kv_cache_memory", self.kv_cache_memory)
         _positive("max_num_seqs", self.max_num_seqs)

@@ -68,7 +68,8 @@ class EngineCore:
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
                                    config.max_num_batched_tokens, self.max_model_len)
-        self.runner = ModelRunner(self.model, self.cache, config.seed)
+        self.runner = ModelRunner(self.model, self.cache, config.seed,
+                                  self._decode_kernel(config, dtype, device))
         self.dtype = dtype
         self.device = device
         self.load_seconds = time.monotonic() - started
@@ -77,6 +78,22 @@ class EngineCore:
         self._prompt_tokens = 0
         self._generation_tokens = 0
         self._steps = 0
+
+    @staticmethod
+    def _decode_kernel(config: EngineConfig, dtype: torch.dtype, device: torch.device):
+        if config.attention_backend == "torch":
+            return None
+        applies = device.type == "cpu" and dtype == torch.float32
+        if not applies:
+            if config.attention_backend == "native":
+                raise ValueError("attention_backend='native' needs device='cpu' and float32")
+            return None
+        from llmcell.engine.kernels.build import paged_decode_kernel
+
+        kernel = paged_decode_kernel()
+        if kernel is None and config.attention_backend == "native":
+            raise ValueError("attention_backend='native': the kernel could not be built here")
+        return kernel
 
     # ---- requests ----------------------------------------------------------------------------------
     def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, PagedKVCache,
-                                             PrefillSpan)
+from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, NativeDecode,
+                                             PagedKVCache, PrefillSpan)
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.sampling import Sampler, SamplingRow
 from llmcell.engine.scheduler.plan import SchedulerPlan, StepResult
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaModel, cache: PagedKVCache, seed: int = 0) -> None:
+    def __init__(self, model: LlamaModel, cache: PagedKVCache, seed: int = 0,
+                 decode_kernel=None) -> None:
         self.model = model
         self.cache = cache
+        self.decode_kernel = decode_kernel
+        """Native paged decode attention (fp32 CPU), or None for the PyTorch path."""
         self.device = model.device
         self.block_size = cache.block_size
         self.sampler = Sampler(model.device, seed)
@@ -60,14 +63,30 @@ class ModelRunner:
             spans.append(PrefillSpan(row, c.num_tokens, c.start, block_ids, mask))
             row += c.num_tokens
 
+        native = groups = None
+        if self.decode_kernel is not None and decode_chunks:
+            native = self._native_decode(decode_chunks)
+        else:
+            groups = self._decode_groups(decode_chunks)
         meta = AttentionMetadata(
             slot_mapping=torch.from_numpy(np.concatenate(slots)).to(dev),
-            decode_groups=self._decode_groups(decode_chunks),
+            decode_groups=groups or [],
             prefills=spans,
+            native_decode=native,
         )
         input_ids = torch.tensor(tokens, dtype=torch.long, device=dev)
         pos = torch.from_numpy(np.concatenate(positions)).to(dev)
         return input_ids, pos, meta, decode_chunks + prefill_chunks
+
+    def _native_decode(self, chunks) -> NativeDecode:
+        bs = self.block_size
+        nblocks = [-(-(c.start + 1) // bs) for c in chunks]
+        table = np.zeros((len(chunks), max(nblocks)), dtype=np.int64)
+        for j, (c, n) in enumerate(zip(chunks, nblocks)):
+            table[j, :n] = c.seq.block_table[:n]
+        lens = np.fromiter((c.start + 1 for c in chunks), dtype=np.int64, count=len(chunks))
+        return NativeDecode(self.decode_kernel, len(chunks), torch.from_numpy(table),
+                            torch.from_numpy(lens))
 
     def _decode_groups(self, chunks) -> list[DecodeGroup]:
         """Split decodes (sorted by context) where padding to the group's longest would waste

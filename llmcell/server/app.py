@@ -110,21 +110,19 @@ def create_app(config: ServerConfig, backend: ModelBackend, metrics: ServerMetri
         if model != backend.model_name:
             raise not_found_model(model, [backend.model_name])
 
-    async def chat(request: Request) -> Response:
+    async def generate(request: Request, parse, call) -> Response:
         body = await read_json(request, config.max_body_bytes)
-        req = parse_chat(body)
+        req = parse(body)
         check_serving(req.model)
         if req.stream:
-            return to_response(await backend.chat(req, body))
-        return to_response(await reply_or_abort(request, backend.chat(req, body)))
+            return to_response(await call(req, body))
+        return to_response(await reply_or_abort(request, call(req, body)))
+
+    async def chat(request: Request) -> Response:
+        return await generate(request, parse_chat, backend.chat)
 
     async def completions(request: Request) -> Response:
-        body = await read_json(request, config.max_body_bytes)
-        req = parse_completion(body)
-        check_serving(req.model)
-        if req.stream:
-            return to_response(await backend.complete(req, body))
-        return to_response(await reply_or_abort(request, backend.complete(req, body)))
+        return await generate(request, parse_completion, backend.complete)
 
     async def models(request: Request) -> Response:
         cards = [model_card(backend.model_name, state.created, backend.max_model_len)]

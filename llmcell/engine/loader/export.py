@@ -11,16 +11,9 @@ from pathlib import Path
 
 import torch
 
-from llmcell.engine.loader.weights import Checkpoint
+from llmcell.engine.loader.weights import _HF_LAYER_NAMES, Checkpoint
 
-_HF_LAYER = {
-    "input_norm": "input_layernorm.weight", "q": "self_attn.q_proj.weight",
-    "k": "self_attn.k_proj.weight", "v": "self_attn.v_proj.weight",
-    "q_bias": "self_attn.q_proj.bias", "k_bias": "self_attn.k_proj.bias",
-    "v_bias": "self_attn.v_proj.bias", "o": "self_attn.o_proj.weight",
-    "post_norm": "post_attention_layernorm.weight", "gate": "mlp.gate_proj.weight",
-    "up": "mlp.up_proj.weight", "down": "mlp.down_proj.weight",
-}
+_HF_LAYER = {ours: hf for hf, ours in _HF_LAYER_NAMES.items()}
 
 
 def hf_state_dict(weights: dict[str, torch.Tensor], tie: bool) -> dict[str, torch.Tensor]:

@@ -46,11 +46,24 @@ class DecodeGroup:
 
 
 @dataclass
+class NativeDecode:
+    """All decode rows [0, count) for the native kernel, which reads the paged cache in place."""
+
+    kernel: object
+    count: int
+    block_tables: torch.Tensor
+    """[count, max_blocks] int64 block ids (padded with 0; never read past the length)."""
+    context_lens: torch.Tensor
+    """[count] int64 tokens to attend to."""
+
+
+@dataclass
 class AttentionMetadata:
     slot_mapping: torch.Tensor
     """[T] cache slot of every token in the batch."""
     decode_groups: list[DecodeGroup]
     prefills: list[PrefillSpan]
+    native_decode: NativeDecode | None = None
 
 
 class PagedKVCache:
@@ -91,6 +104,10 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_cache
     out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
     gqa = num_heads != kv_heads
 
+    nd = meta.native_decode
+    if nd is not None:
+        out[: nd.count] = nd.kernel(q[: nd.count].contiguous(), key_cache, value_cache,
+                                    nd.block_tables, nd.context_lens, scale)
     for g in meta.decode_groups:
         d, rows = g.count, slice(g.row, g.row + g.count)
         ctx = g.block_tables.shape[1] * block_size

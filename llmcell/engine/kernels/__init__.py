@@ -1,0 +1,1 @@
+"""Native kernels for the CPU path, built once per machine and cached; optional (torch fallback)."""

@@ -1,0 +1,29 @@
+"""Build (once per machine, cached by torch under ~/.cache/torch_extensions) and load the native
+CPU kernels. Returns None when they cannot be built here (no compiler, no ninja): callers then use
+the PyTorch path, which gives the same results."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def paged_decode_kernel():
+    with _LOCK:
+        try:
+            from torch.utils.cpp_extension import load
+
+            source = Path(__file__).with_name("paged_decode.cpp")
+            module = load(name="llmcell_paged_decode", sources=[str(source)],
+                          extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
+                          extra_ldflags=["-fopenmp"], verbose=False)
+            return module.paged_decode
+        except Exception as e:  # a missing toolchain must not stop the engine
+            print(f"llmcell: native paged attention unavailable ({type(e).__name__}: {e}); "
+                  "using the PyTorch path", file=sys.stderr)
+            return None
