@@ -28,8 +28,11 @@ def test_stream_disconnect_frees_blocks(server):
                       timeout=60) as r:
         for i, _ in enumerate(r.iter_lines()):
             if i == 6:
+                # still streaming: the request holds blocks (checked before leaving the loop,
+                # since leaving it closes the stream and the server frees them at once)
+                assert server.metric("llmcell:kv_cache_usage_perc") > 0
+                assert server.metric("llmcell:num_requests_running") == 1
                 break
-        assert server.metric("llmcell:kv_cache_usage_perc") > 0
     assert wait_idle(server), "aborted stream still holds KV blocks"
 
 
