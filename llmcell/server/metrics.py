@@ -26,15 +26,16 @@ class _EngineCollector:
         s = self.engine.stats()
         labels = ["model_name"]
 
+        def family(kind, name, doc, value):
+            f = kind(name, doc, labels=labels)
+            f.add_metric([self.model], value)
+            return f
+
         def gauge(name, doc, value):
-            g = GaugeMetricFamily(name, doc, labels=labels)
-            g.add_metric([self.model], value)
-            return g
+            return family(GaugeMetricFamily, name, doc, value)
 
         def counter(name, doc, value):
-            c = CounterMetricFamily(name, doc, labels=labels)
-            c.add_metric([self.model], value)
-            return c
+            return family(CounterMetricFamily, name, doc, value)
 
         yield gauge("llmcell:num_requests_running", "Sequences in the running batch.",
                     s.num_running)
