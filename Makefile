@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/llmcell chat
+	$(VENV)/bin/llmcell up
 
 test: $(STAMP)
 	$(PY) -m pytest -q

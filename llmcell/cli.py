@@ -1,6 +1,8 @@
 """Command line: `llmcell <verb>`. Parses flags into config dataclasses and hands them down.
 
-Verbs: `generate` (stream a completion), `chat` (multi-turn chat through the model's template).
+Verbs: `generate` (stream a completion), `chat` (multi-turn chat through the model's template),
+`server` (one model server), `admin` (control plane), `gateway` (front door on 8888), `up` (the
+whole cell locally).
 """
 
 from __future__ import annotations
@@ -150,9 +152,92 @@ def cmd_server(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host, port=args.port, engine=args.engine, upstream=args.upstream,
         served_model_name=args.served_model_name, max_body_bytes=args.max_body_bytes,
-        max_queue=args.max_queue, drain_timeout=args.drain_timeout,
+        max_queue=args.max_queue, drain_timeout=args.drain_timeout, admin=args.admin,
+        server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
         engine_config=engine_config(args))
     return run(config)
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmcell.admin.main import run
+    from llmcell.config.admin import AdminConfig, default_state_path
+
+    return run(AdminConfig(host=args.host, port=args.port,
+                           state_path=Path(args.state) if args.state else default_state_path(),
+                           heartbeat_interval=args.heartbeat_interval,
+                           missed_heartbeats=args.missed_heartbeats,
+                           kv_reserve_bytes=args.kv_reserve))
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from llmcell.config.gateway import GatewayConfig
+    from llmcell.gateway.main import run
+
+    return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
+                             sax_compat=args.sax_compat, retries=args.retries))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmcell.config.admin import default_state_path
+    from llmcell.local_cell import CellPlan, run
+
+    return run(CellPlan(servers=args.servers, host=args.host, gateway_port=args.port,
+                        admin_port=args.admin_port, model=args.model, replicas=args.replicas,
+                        state_path=Path(args.state) if args.state else
+                        default_state_path().with_name("up.sqlite3"),
+                        policy=args.policy, threads=args.threads))
+
+
+def add_cell_parsers(sub) -> None:
+    a = sub.add_parser("admin", help="run the admin (control plane) of a cell",
+                       description="Track model servers, place published models on them, keep "
+                                   "the cell's state in SQLite.")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    a.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
+    a.add_argument("--state", default=None,
+                   help="SQLite state file (default: ~/.local/state/llmcell/admin.sqlite3)")
+    a.add_argument("--heartbeat-interval", type=float, default=1.0,
+                   help="seconds between server heartbeats (default: %(default)s)")
+    a.add_argument("--missed-heartbeats", type=int, default=3,
+                   help="heartbeats a server may miss before it is dead (default: %(default)s)")
+    a.add_argument("--kv-reserve", type=_size, default=512 << 20,
+                   help="KV-cache memory counted per replica when placing (default: 512MiB)")
+    a.set_defaults(func=cmd_admin)
+
+    g = sub.add_parser("gateway", help="run the gateway (Saxml REST + OpenAI API)",
+                       description="The cell's front door: Saxml REST and the OpenAI API, routed "
+                                   "across replicas with failover.")
+    g.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    g.add_argument("--port", type=int, default=8888, help="port (default: %(default)s)")
+    g.add_argument("--policy", default="least_load",
+                   choices=["round_robin", "least_load", "prefix_affinity"],
+                   help="routing policy (default: %(default)s)")
+    g.add_argument("--sax-compat", default="v2", choices=["v1", "v2"],
+                   help="Saxml REST dialect without an X-Sax-Compat header (default: v2)")
+    g.add_argument("--retries", type=int, default=2,
+                   help="other replicas tried when one fails (default: %(default)s)")
+    g.set_defaults(func=cmd_gateway)
+
+    u = sub.add_parser("up", help="run a whole cell locally (admin, servers, gateway)",
+                       description="Admin + model servers + gateway as separate processes; "
+                                   "publishes the default model as /sax/test/smollm2.")
+    u.add_argument("--servers", type=int, default=1, help="model servers (default: 1)")
+    u.add_argument("--replicas", type=int, default=1, help="replicas to publish (default: 1)")
+    u.add_argument("--model", default="smollm2-135m-instruct", help="model source to publish")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    u.add_argument("--port", type=int, default=8888, help="gateway port (default: %(default)s)")
+    u.add_argument("--admin-port", type=int, default=10000, help="admin port (default: 10000)")
+    u.add_argument("--state", default=None, help="admin SQLite state file")
+    u.add_argument("--policy", default="least_load",
+                   choices=["round_robin", "least_load", "prefix_affinity"])
+    u.add_argument("--threads", type=int, default=0,
+                   help="CPU threads split across the servers; 0 = all cores")
+    u.set_defaults(func=cmd_up)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,8 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests that may wait beyond the batch; more get 429 (default: 256)")
     s.add_argument("--drain-timeout", type=float, default=30.0,
                    help="seconds to finish running requests after SIGTERM (default: 30)")
+    s.add_argument("--admin", default=None,
+                   help="join the cell of this admin URL and load the models it assigns")
+    s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")
+    s.add_argument("--advertise", default=None,
+                   help="URL the gateway reaches this server at (default: http://host:port)")
+    s.add_argument("--memory", type=_size, default=8 << 30,
+                   help="memory offered to the cell for replicas (default: 8GiB)")
     add_engine_flags(s)
     s.set_defaults(func=cmd_server)
+    add_cell_parsers(sub)
     return parser
 
 

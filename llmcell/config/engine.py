@@ -7,7 +7,7 @@ environment. Every invalid value raises ValueError naming the field and the valu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZATIONS = (None, "int8")

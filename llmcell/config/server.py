@@ -25,6 +25,14 @@ class ServerConfig:
     drain_timeout: float = 30.0
     """Seconds to finish running requests after SIGTERM before exiting."""
     upstream_poll_interval: float = 1.0
+    admin: str | None = None
+    """Admin URL: join that cell and load the models it assigns (no model at start-up)."""
+    server_id: str | None = None
+    """Id in the cell (default: the advertised address)."""
+    advertise: str | None = None
+    """URL others reach this server at (default http://host:port)."""
+    memory_bytes: int = 8 << 30
+    """Memory this server offers the cell for replicas (weights + KV)."""
     engine_config: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -38,6 +46,10 @@ class ServerConfig:
             raise ValueError(f"max_body_bytes={self.max_body_bytes} must be positive")
         if self.max_queue < 0:
             raise ValueError(f"max_queue={self.max_queue} must be >= 0")
+        if self.memory_bytes <= 0:
+            raise ValueError(f"memory_bytes={self.memory_bytes} must be positive")
+        if self.admin is not None and not self.admin.startswith(("http://", "https://")):
+            raise ValueError(f"admin={self.admin!r} must be an http(s) URL")
         if self.drain_timeout < 0:
             raise ValueError(f"drain_timeout={self.drain_timeout} must be >= 0")
 

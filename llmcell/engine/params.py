@@ -6,7 +6,7 @@ HTTP layer can turn them into OpenAI-shaped 400s unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)

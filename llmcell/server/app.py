@@ -1,4 +1,5 @@
-"""The model server's HTTP edge: an ASGI app with thin routes over a `ModelBackend`.
+"""The model server's HTTP edge: an ASGI app with thin routes over the `ModelBackend`s of a
+`ModelHost` (the request's `model` picks one).
 
 Every route reads at most `max_body_bytes` (413 beyond), parses strict UTF-8 JSON (400 otherwise),
 validates through `llmcell.protocol` and answers in OpenAI's shapes, errors included: bad input is
@@ -8,69 +9,34 @@ a 4xx with a message, never a 500 or a hang. A client that disconnects aborts it
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from llmcell.config.server import ServerConfig
-from llmcell.protocol.errors import APIError, invalid
-from llmcell.protocol.openai import model_card, not_found_model, parse_chat, parse_completion
+from llmcell.protocol.errors import APIError
+from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.server.backend import ModelBackend, Reply
+from llmcell.server.host import ModelHost
+from llmcell.server.http import error_response, read_json
 from llmcell.server.metrics import CONTENT_TYPE, ServerMetrics
 
 
 class ServerState:
-    """What the routes share: the backend, the config, metrics and the draining flag."""
+    """What the routes share: the models, the config, metrics and the draining flag."""
 
-    def __init__(self, config: ServerConfig, backend: ModelBackend, metrics: ServerMetrics) -> None:
+    def __init__(self, config: ServerConfig, host: ModelHost, metrics: ServerMetrics) -> None:
         self.config = config
-        self.backend = backend
+        self.host = host
         self.metrics = metrics
         self.draining = False
         self.created = int(time.time())
         self.start_error: BaseException | None = None
-
-
-def error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
-async def read_json(request: Request, limit: int) -> dict:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
-                       code="request_too_large")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise APIError(413, f"request body exceeds the limit of {limit} bytes",
-                               code="request_too_large")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise APIError(400, "the client disconnected while sending the body") from None
-    raw = b"".join(chunks)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise invalid(f"the request body is not valid UTF-8 (byte {e.start})") from None
-    if not text.strip():
-        raise invalid("the request body is empty; send a JSON object")
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise invalid(f"the request body is not valid JSON: {e.msg} at line {e.lineno} "
-                      f"column {e.colno}") from None
-    if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
-    return body
 
 
 async def _until_disconnect(request: Request) -> None:
@@ -101,63 +67,66 @@ def to_response(reply: Reply) -> Response:
     return JSONResponse(reply.body, status_code=reply.status)
 
 
-def create_app(config: ServerConfig, backend: ModelBackend, metrics: ServerMetrics) -> Starlette:
-    state = ServerState(config, backend, metrics)
+def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
+               starting=None) -> Starlette:
+    """`starting`: coroutine function run in the background at start-up (loading the standalone
+    model, or joining the cell); an exception it raises is reported on /ready."""
+    state = ServerState(config, host, metrics)
 
-    def check_serving(model: str) -> None:
+    def serving(model: str) -> ModelBackend:
         if state.draining:
             raise APIError(503, "the server is shutting down; send the request elsewhere")
-        if model != backend.model_name:
-            raise not_found_model(model, [backend.model_name])
+        return host.get(model)
 
-    async def generate(request: Request, parse, call) -> Response:
+    async def generate(request: Request, parse, method: str) -> Response:
         body = await read_json(request, config.max_body_bytes)
         req = parse(body)
-        check_serving(req.model)
+        call = getattr(serving(req.model), method)
         if req.stream:
             return to_response(await call(req, body))
         return to_response(await reply_or_abort(request, call(req, body)))
 
     async def chat(request: Request) -> Response:
-        return await generate(request, parse_chat, backend.chat)
+        return await generate(request, parse_chat, "chat")
 
     async def completions(request: Request) -> Response:
-        return await generate(request, parse_completion, backend.complete)
+        return await generate(request, parse_completion, "complete")
 
     async def models(request: Request) -> Response:
-        cards = [model_card(backend.model_name, state.created, backend.max_model_len)]
-        return JSONResponse({"object": "list", "data": cards if backend.load().ready else []})
+        cards = [model_card(b.model_name, state.created, b.max_model_len) for b in host.ready()]
+        return JSONResponse({"object": "list", "data": cards})
 
     async def model(request: Request) -> Response:
-        model_id = request.path_params["model_id"]
-        if model_id != backend.model_name:
-            raise not_found_model(model_id, [backend.model_name])
-        return JSONResponse(model_card(backend.model_name, state.created, backend.max_model_len))
+        b = host.get(request.path_params["model_id"])
+        return JSONResponse(model_card(b.model_name, state.created, b.max_model_len))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        load = backend.load()
+        """Standalone: 200 once the model is loaded and warmed. In a cell: 200 while the process
+        serves (models come and go as the admin assigns them; each one's state is listed)."""
         if state.start_error is not None:
             return JSONResponse({"status": "failed", "error": str(state.start_error)}, 503)
         if state.draining:
             return JSONResponse({"status": "draining"}, 503)
-        if not load.ready:
+        loads = {name: b.load() for name, b in host.backends.items()}
+        if config.admin is None and not any(l.ready for l in loads.values()):
             return JSONResponse({"status": "loading"}, 503)
-        return JSONResponse({"status": "ready", "running": load.running, "waiting": load.waiting,
-                             "kv_cache_usage": load.kv_cache_usage})
+        return JSONResponse({"status": "ready", "models": {
+            name: {"ready": l.ready, "running": l.running, "waiting": l.waiting,
+                   "kv_cache_usage": l.kv_cache_usage} for name, l in loads.items()}})
 
     async def prometheus(request: Request) -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def tokenize(request: Request) -> Response:
         body = await read_json(request, config.max_body_bytes)
-        return to_response(await backend.tokenize(body))
+        return to_response(await host.pick(body.get("model")).tokenize(body))
 
     async def detokenize(request: Request) -> Response:
         body = await read_json(request, config.max_body_bytes)
-        return to_response(await backend.detokenize(body))
+        return to_response(await host.pick(body.get("model")).detokenize(body))
 
     async def on_api_error(request: Request, exc: APIError) -> Response:
         return error_response(exc)
@@ -174,7 +143,8 @@ def create_app(config: ServerConfig, backend: ModelBackend, metrics: ServerMetri
     async def lifespan(app):
         async def start():
             try:
-                await backend.start()
+                if starting is not None:
+                    await starting()
             except Exception as e:  # reported on /ready; the process stays up to say why
                 state.start_error = e
 
@@ -183,7 +153,8 @@ def create_app(config: ServerConfig, backend: ModelBackend, metrics: ServerMetri
             yield
         finally:
             starter.cancel()
-            await backend.stop()
+            for b in list(host.backends.values()):
+                await b.stop()
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),

@@ -33,6 +33,7 @@ class BuiltinBackend:
         self.max_model_len = 0
         self.engine: AsyncEngine | None = None
         self._ready = False
+        self._collector = None
         self._in_flight = 0
         self._limit = config.engine_config.max_num_seqs + config.max_queue
 
@@ -42,12 +43,15 @@ class BuiltinBackend:
         core = await loop.run_in_executor(None, EngineCore, self.config.engine_config)
         self.engine = AsyncEngine(core)
         self.max_model_len = core.max_model_len
-        self.metrics.bind_engine(self.engine, self.model_name)
+        self._collector = self.metrics.bind_engine(self.engine, self.model_name)
         async for _ in self.engine.generate([1, 2, 3], SamplingParams(max_tokens=2), "warmup"):
             pass
         self._ready = True
 
     async def stop(self) -> None:
+        self._ready = False
+        self.metrics.unbind(self._collector)
+        self._collector = None
         if self.engine is not None:
             self.engine.shutdown()
 

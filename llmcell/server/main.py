@@ -11,11 +11,15 @@ import contextlib
 import signal
 import sys
 import time
+from dataclasses import replace
 
 import uvicorn
 
 from llmcell.config.server import ServerConfig
+from llmcell.protocol.cell import Assignment
+from llmcell.server.agent import CellAgent
 from llmcell.server.app import create_app
+from llmcell.server.host import ModelHost
 from llmcell.server.builtin import BuiltinBackend
 from llmcell.server.metrics import ServerMetrics
 from llmcell.server.upstream import UpstreamBackend
@@ -29,15 +33,36 @@ class _Server(uvicorn.Server):
         yield
 
 
-def build(config: ServerConfig):
-    metrics = ServerMetrics()
-    backend = (BuiltinBackend(config, metrics) if config.engine == "builtin"
-               else UpstreamBackend(config, metrics))
-    return create_app(config, backend, metrics), backend
+def make_backend(config: ServerConfig, metrics: ServerMetrics, assignment: Assignment | None = None):
+    """A backend for the configured model, or for a replica the admin assigned."""
+    if assignment is not None:
+        source = assignment.model_path if assignment.checkpoint == "None" else assignment.checkpoint
+        engine_config = (replace(config.engine_config, model=source)
+                         if config.engine == "builtin" else config.engine_config)
+        config = replace(config, served_model_name=assignment.model, engine_config=engine_config)
+    if config.engine == "builtin":
+        return BuiltinBackend(config, metrics)
+    return UpstreamBackend(config, metrics)
 
 
 async def serve(config: ServerConfig, announce=None) -> None:
-    app, backend = build(config)
+    metrics = ServerMetrics()
+    host = ModelHost()
+
+    async def starting() -> None:
+        if config.admin is None:
+            backend = make_backend(config, metrics)
+            host.add(backend)  # answers 503 "loading" until started
+            await backend.start()
+            return
+        while not server.started:
+            await asyncio.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        address = config.advertise or f"http://{config.host}:{port}"
+        agent = CellAgent(config, host, address, lambda a: make_backend(config, metrics, a))
+        await agent.run()
+
+    app = create_app(config, host, metrics, starting)
     state = app.state.server
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, lifespan="on",
@@ -50,7 +75,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
             return
         state.draining = True
         deadline = time.monotonic() + config.drain_timeout
-        while backend.in_flight > 0 and time.monotonic() < deadline:
+        while host.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         server.should_exit = True
 
@@ -62,7 +87,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
             await asyncio.sleep(0.05)
         if announce:
             announce(f"http://{config.host}:{server.servers[0].sockets[0].getsockname()[1]}")
-        while not backend.load().ready and state.start_error is None:
+        while config.admin is None and not host.ready() and state.start_error is None:
             await asyncio.sleep(0.1)
         if state.start_error is not None:
             print(f"llmcell server: failed to start: {state.start_error}", file=sys.stderr,
@@ -82,7 +107,10 @@ def run(config: ServerConfig) -> int:
     # would make each arriving request wait for a whole slice of the engine's step.
     sys.setswitchinterval(0.0005)
     def announce(url: str | None) -> None:
-        if url:
+        if url and config.admin:
+            print(f"llmcell server: listening on {url} ({config.engine} engine); joining the "
+                  f"cell at {config.admin}...", file=sys.stderr, flush=True)
+        elif url:
             print(f"llmcell server: listening on {url} ({config.engine} engine); loading "
                   f"{config.model_name or config.upstream}...", file=sys.stderr, flush=True)
         else:

@@ -95,11 +95,20 @@ class ServerMetrics:
         self.http = Counter("llmcell:http_requests", "HTTP requests by route and status.",
                             ["route", "status"], registry=r)
 
-    def bind_engine(self, engine, model: str) -> None:
-        self.registry.register(_EngineCollector(engine, model))
+    def bind_engine(self, engine, model: str):
+        collector = _EngineCollector(engine, model)
+        self.registry.register(collector)
+        return collector
 
-    def bind_load(self, load_fn, model_fn) -> None:
-        self.registry.register(_LoadCollector(load_fn, model_fn))
+    def bind_load(self, load_fn, model_fn):
+        collector = _LoadCollector(load_fn, model_fn)
+        self.registry.register(collector)
+        return collector
+
+    def unbind(self, collector) -> None:
+        """Stop exporting a model's gauges (its replica was unloaded)."""
+        if collector is not None:
+            self.registry.unregister(collector)
 
     def observe_request(self, model: str, out: RequestOutput) -> None:
         m = out.metrics

@@ -65,11 +65,12 @@ class UpstreamBackend:
 
     # ---- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.metrics.bind_load(self.load, lambda: self.model_name)
+        self._collector = self.metrics.bind_load(self.load, lambda: self.model_name)
         await self._discover()
         self._poller = asyncio.create_task(self._poll())
 
     async def stop(self) -> None:
+        self.metrics.unbind(getattr(self, "_collector", None))
         if self._poller:
             self._poller.cancel()
         await self.client.aclose()

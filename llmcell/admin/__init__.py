@@ -1,0 +1,1 @@
+"""Admin (control plane): the registry of servers, model placement and durable state."""

@@ -1,0 +1,144 @@
+"""The cell as the admin knows it: live servers, what they hold, and the placement plan.
+
+Every event (register, heartbeat, publish, update, unpublish, a server's death) re-runs the pure
+placement over the published models and the live servers; each server learns its share in the
+reply to its next heartbeat. Times are passed in (monotonic seconds) so tests can drive them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmcell.admin.placement import Holding, ModelSpec, ServerSlot, place
+from llmcell.admin.store import ModelStore
+from llmcell.protocol.cell import (FAILED, READY, Assignment, Replica, ReplicaReport, RouteView,
+                                   ServerInfo)
+
+
+class NotFound(KeyError):
+    pass
+
+
+@dataclass
+class ServerRecord:
+    info: ServerInfo
+    last_seen: float
+    reports: tuple[ReplicaReport, ...] = ()
+    assigned: tuple[Assignment, ...] = ()
+    refused: set[Assignment] = field(default_factory=set)
+
+    def report_for(self, a: Assignment) -> ReplicaReport | None:
+        return next((r for r in self.reports if r.assignment == a), None)
+
+
+class CellRegistry:
+    def __init__(self, store: ModelStore, dead_after: float, now: float) -> None:
+        self.store = store
+        self.dead_after = dead_after
+        # A restarted admin waits one liveness period for servers to report what they already
+        # hold before placing anything new, so nothing is loaded twice.
+        self.grace_until = now + dead_after if store.all() else now
+        self.servers: dict[str, ServerRecord] = {}
+        self.version = 0
+        self.dead_events = 0
+
+    # ---- servers -------------------------------------------------------------------------------
+    def register(self, info: ServerInfo, reports: tuple[ReplicaReport, ...], now: float) -> None:
+        old = self.servers.get(info.id)
+        self.servers[info.id] = ServerRecord(info, now, reports,
+                                             refused=old.refused if old else set())
+        self._replan(now)
+
+    def heartbeat(self, server_id: str, reports: tuple[ReplicaReport, ...],
+                  now: float) -> tuple[Assignment, ...]:
+        rec = self.servers.get(server_id)
+        if rec is None:
+            raise NotFound(server_id)
+        rec.last_seen = now
+        changed = [r for r in reports if r.state == FAILED and r.assignment not in rec.refused]
+        for r in changed:
+            rec.refused.add(r.assignment)
+        states = {(r.assignment, r.state) for r in reports}
+        if changed or states != {(r.assignment, r.state) for r in rec.reports}:
+            rec.reports = reports
+            self._replan(now)
+        else:
+            rec.reports = reports
+        return rec.assigned
+
+    def assigned(self, server_id: str) -> tuple[Assignment, ...]:
+        return self.servers[server_id].assigned
+
+    def tick(self, now: float) -> list[str]:
+        """Periodic upkeep: drop servers silent for longer than `dead_after` (their replicas get
+        re-placed) and re-plan, which places pending replicas once the start-up grace is over."""
+        dead = [sid for sid, r in self.servers.items() if now - r.last_seen > self.dead_after]
+        for sid in dead:
+            self.mark_dead(sid, now)
+        self._replan(now)
+        return dead
+
+    def mark_dead(self, server_id: str, now: float) -> None:
+        if self.servers.pop(server_id, None) is not None:
+            self.dead_events += 1
+            self._replan(now)
+
+    # ---- models --------------------------------------------------------------------------------
+    def publish(self, spec: ModelSpec, now: float) -> None:
+        self.store.put(spec)
+        self._replan(now)
+
+    def unpublish(self, model: str, now: float) -> None:
+        if not self.store.delete(model):
+            raise NotFound(model)
+        self._replan(now)
+
+    def model(self, model: str) -> ModelSpec:
+        spec = self.store.get(model)
+        if spec is None:
+            raise NotFound(model)
+        return spec
+
+    def active_replicas(self, model: str) -> int:
+        return len(self._ready(model))
+
+    def _ready(self, model: str) -> list[tuple[ServerRecord, ReplicaReport]]:
+        out = []
+        for rec in self.servers.values():
+            for r in rec.reports:
+                if r.model == model and r.state == READY and r.assignment in rec.assigned:
+                    out.append((rec, r))
+        return out
+
+    def routes(self) -> RouteView:
+        models = {}
+        for spec in self.store.all():
+            models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting)
+                                  for rec, r in self._ready(spec.model)]
+        return RouteView(self.version, models)
+
+    def servers_json(self, now: float) -> list[dict]:
+        return [dict(rec.info.to_json(), seconds_since_heartbeat=round(now - rec.last_seen, 3),
+                     replicas=[r.to_json() for r in rec.reports],
+                     assigned=[a.to_json() for a in rec.assigned])
+                for rec in self.servers.values()]
+
+    # ---- placement -----------------------------------------------------------------------------
+    def _replan(self, now: float) -> None:
+        specs = self.store.all()
+        size = {s.assignment: s.memory_bytes for s in specs}
+        slots = []
+        for rec in self.servers.values():
+            held = {a for a in rec.assigned}
+            held |= {r.assignment for r in rec.reports if r.state != FAILED}
+            held -= rec.refused
+            holdings = tuple(
+                Holding(a, (r := rec.report_for(a)) is not None and r.state == READY,
+                        size.get(a, 0))
+                for a in sorted(held, key=lambda a: (a.model, a.checkpoint)))
+            slots.append(ServerSlot(rec.info.id, rec.info.memory_bytes, holdings,
+                                    rec.info.models, frozenset(rec.refused)))
+        plan = place(specs, slots, allow_new=now >= self.grace_until)
+        for sid, assignments in plan.items():
+            self.servers[sid].assigned = assignments
+        self.version += 1

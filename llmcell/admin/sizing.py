@@ -1,0 +1,48 @@
+"""How much memory a replica needs: weights at the runtime dtype plus a KV-cache reserve.
+
+Publishing validates the model source here (it must exist and be readable as GGUF or a Hugging
+Face safetensors directory) and counts its parameters from the file headers alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmcell.engine.loader.gguf_file import GGUFFile
+from llmcell.engine.loader.registry import resolve_model_path
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    source: Path
+    params: int
+    memory_bytes: int
+
+
+def count_params(path: Path) -> int:
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise ValueError(f"{path}: a Hugging Face directory needs *.safetensors weights")
+        total = 0
+        for f in files:
+            with f.open("rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+        return total
+    if path.suffix.lower() != ".gguf":
+        raise ValueError(f"{path}: expected a .gguf file or a Hugging Face model directory")
+    return sum(math.prod(t.shape) for t in GGUFFile(path).tensors.values())
+
+
+def replica_size(model_path: str, checkpoint: str, bytes_per_param: float,
+                 kv_reserve_bytes: int) -> ModelSize:
+    """Raises ValueError naming the source when it does not exist or cannot be read."""
+    source = resolve_model_path(model_path if checkpoint == "None" else checkpoint)
+    params = count_params(source)
+    return ModelSize(source, params, int(params * bytes_per_param) + kv_reserve_bytes)

@@ -1,0 +1,63 @@
+"""Durable admin state in SQLite: the published models. Every write commits before it returns,
+so an acknowledged publish/update/unpublish survives `kill -9`.
+
+Servers and their replicas are not stored: after a restart the servers re-register and report
+what they hold, and the admin adopts it (see placement).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from llmcell.admin.placement import ModelSpec
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY,
+    model_path TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    replicas INTEGER NOT NULL,
+    memory_bytes INTEGER NOT NULL,
+    updated REAL NOT NULL
+)
+"""
+
+
+class ModelStore:
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        if str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute(_SCHEMA)
+
+    def all(self) -> list[ModelSpec]:
+        rows = self.db.execute("SELECT model, model_path, checkpoint, replicas, memory_bytes "
+                               "FROM models ORDER BY model").fetchall()
+        return [ModelSpec(*row) for row in rows]
+
+    def get(self, model: str) -> ModelSpec | None:
+        row = self.db.execute("SELECT model, model_path, checkpoint, replicas, memory_bytes "
+                              "FROM models WHERE model = ?", (model,)).fetchone()
+        return ModelSpec(*row) if row else None
+
+    def put(self, spec: ModelSpec) -> None:
+        self.db.execute(
+            "INSERT INTO models (model, model_path, checkpoint, replicas, memory_bytes, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
+            "model_path = excluded.model_path, checkpoint = excluded.checkpoint, "
+            "replicas = excluded.replicas, memory_bytes = excluded.memory_bytes, "
+            "updated = excluded.updated",
+            (spec.model, spec.model_path, spec.checkpoint, spec.replicas, spec.memory_bytes,
+             time.time()))
+
+    def delete(self, model: str) -> bool:
+        return self.db.execute("DELETE FROM models WHERE model = ?", (model,)).rowcount > 0
+
+    def close(self) -> None:
+        self.db.close()

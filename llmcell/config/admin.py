@@ -1,0 +1,45 @@
+"""Admin (control plane) configuration: where it listens, where its state lives, liveness timing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def default_state_path() -> Path:
+    """SQLite file under the user's state directory (XDG_STATE_HOME or ~/.local/state)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "llmcell" / "admin.sqlite3"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    host: str = "127.0.0.1"
+    port: int = 10000
+    state_path: Path = Path("admin.sqlite3")
+    heartbeat_interval: float = 1.0
+    """Seconds between a server's heartbeats (the admin tells servers this value)."""
+    missed_heartbeats: int = 3
+    """A server silent for this many intervals is dead; its replicas are placed elsewhere."""
+    kv_reserve_bytes: int = 512 << 20
+    """Memory reserved per replica for its KV cache, on top of the weights."""
+    bytes_per_param: float = 4.0
+    """Resident bytes per weight when placing (4: fp32, what the CPU engine runs on AVX2)."""
+    max_body_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port={self.port} is not a TCP port")
+        if self.heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval={self.heartbeat_interval} must be > 0")
+        if self.missed_heartbeats < 1:
+            raise ValueError(f"missed_heartbeats={self.missed_heartbeats} must be >= 1")
+        if self.kv_reserve_bytes < 0:
+            raise ValueError(f"kv_reserve_bytes={self.kv_reserve_bytes} must be >= 0")
+        if self.bytes_per_param <= 0:
+            raise ValueError(f"bytes_per_param={self.bytes_per_param} must be > 0")
+
+    @property
+    def dead_after(self) -> float:
+        return self.heartbeat_interval * self.missed_heartbeats

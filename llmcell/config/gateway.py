@@ -1,0 +1,50 @@
+"""Gateway configuration: the front door on 8888, the admin it follows, routing and retries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+POLICIES = ("round_robin", "least_load", "prefix_affinity")
+DIALECTS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    admin: str = "http://127.0.0.1:10000"
+    host: str = "127.0.0.1"
+    port: int = 8888
+    policy: str = "least_load"
+    sax_compat: str = "v2"
+    """Saxml REST dialect when a request carries no `X-Sax-Compat` header."""
+    view_interval: float = 0.5
+    """Seconds between reads of the admin's routing view (the view follows within ~1 s)."""
+    retries: int = 2
+    """Further replicas tried when one refuses, answers 5xx or fails before the first byte."""
+    cooldown: float = 5.0
+    """Seconds a replica that failed is tried only when no other is left."""
+    prefix_chars: int = 2048
+    """Leading prompt characters (~512 tokens) hashed for prefix_affinity."""
+    bounded_load: float = 1.25
+    """prefix_affinity: no replica takes more than this factor times the mean load."""
+    max_body_bytes: int = 4 << 20
+    request_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy={self.policy!r} is not one of {POLICIES}")
+        if self.sax_compat not in DIALECTS:
+            raise ValueError(f"sax_compat={self.sax_compat!r} is not one of {DIALECTS}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port={self.port} is not a TCP port")
+        if not self.admin.startswith(("http://", "https://")):
+            raise ValueError(f"admin={self.admin!r} must be an http(s) URL")
+        if self.view_interval <= 0:
+            raise ValueError(f"view_interval={self.view_interval} must be > 0")
+        if not 0 <= self.retries <= 10:
+            raise ValueError(f"retries={self.retries} must be in [0, 10]")
+        if self.prefix_chars < 1:
+            raise ValueError(f"prefix_chars={self.prefix_chars} must be >= 1")
+        if self.bounded_load < 1.0:
+            raise ValueError(f"bounded_load={self.bounded_load} must be >= 1.0")
+        if self.max_body_bytes <= 0:
+            raise ValueError(f"max_body_bytes={self.max_body_bytes} must be positive")

@@ -1,0 +1,1 @@
+"""Gateway: the HTTP front door (Saxml REST + OpenAI API), routing and failover."""

@@ -1,0 +1,140 @@
+"""Forward one request to a model's replicas with failover.
+
+A replica is chosen by the routing policy. When it refuses the connection, answers 5xx, or fails
+before the first byte, the request goes to another replica (at most `retries` more) and the
+failure is reported to the admin, which checks the server at once. A 429 or a 404 (the replica is
+full, or just unloaded the model) moves on without blaming the server. A stream that already sent
+bytes cannot move: it ends with an OpenAI-shaped error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import httpx
+
+from llmcell.gateway.view import CellView
+from llmcell.protocol.errors import APIError
+from llmcell.router import Policy, ReplicaLoad, RouteRequest
+
+RETRY_QUIETLY = (404, 429)
+
+
+@dataclass
+class Forwarded:
+    status: int
+    body: dict | list | None = None
+    stream: AsyncIterator[bytes] | None = None
+    replica: str = ""
+    attempts: int = 1
+
+
+class Forwarder:
+    def __init__(self, view: CellView, policy: Policy, client: httpx.AsyncClient,
+                 admin: httpx.AsyncClient, retries: int) -> None:
+        self.view = view
+        self.policy = policy
+        self.client = client
+        self.admin = admin
+        self.retries = retries
+        self.seq = 0
+        self._reports: set[asyncio.Task] = set()
+
+    def _report(self, replica: ReplicaLoad) -> None:
+        self.view.failed(replica.id)
+
+        async def tell() -> None:
+            try:
+                await self.admin.post(f"/cell/servers/{replica.id}/failed")
+            except httpx.HTTPError:
+                pass  # the admin is down; its heartbeat timeout will notice
+
+        task = asyncio.create_task(tell())
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def send(self, model: str, path: str, body: dict, stream: bool,
+                   prefix_key: int | None = None) -> Forwarded:
+        self.seq += 1
+        route = RouteRequest(self.seq, prefix_key)
+        tried: set[str] = set()
+        last = "no replica answered"
+        for attempt in range(1, self.retries + 2):
+            replicas = self.view.snapshot(model, tried)
+            if not replicas:
+                break
+            replica = self.policy(replicas, route)
+            tried.add(replica.id)
+            self.view.begin(replica.id)
+            handed_off = False
+            try:
+                result = await self._try(replica, path, body, stream)
+                if isinstance(result, Forwarded):
+                    result.replica, result.attempts = replica.id, attempt
+                    if result.stream is not None:
+                        result.stream = self._release(result.stream, replica.id)
+                        handed_off = True
+                    return result
+                last = result
+            finally:
+                if not handed_off:
+                    self.view.end(replica.id)
+        if not tried:
+            total = len(self.view.view.models.get(model, []))
+            raise APIError(503, f"model {model} has no active replica right now "
+                                f"({total} serving); retry shortly",
+                           code="no_active_replica", headers={"Retry-After": "1"})
+        raise APIError(503, f"every replica tried for {model} failed ({len(tried)} tried); "
+                            f"last error: {last}", code="replicas_failed",
+                       headers={"Retry-After": "1"})
+
+    async def _try(self, replica: ReplicaLoad, path: str, body: dict,
+                   stream: bool) -> Forwarded | str:
+        """A `Forwarded` to return to the client, or the reason to try another replica."""
+        try:
+            resp = await self.client.send(
+                self.client.build_request("POST", replica.address + path, json=body), stream=True)
+        except httpx.HTTPError as e:
+            self._report(replica)
+            return f"{replica.id}: {type(e).__name__}: {e}"
+        try:
+            if resp.status_code != 200 or not stream:
+                data = await resp.aread()
+                await resp.aclose()
+                if resp.status_code >= 500 or resp.status_code in RETRY_QUIETLY:
+                    if resp.status_code >= 500:
+                        self._report(replica)
+                    return f"{replica.id}: HTTP {resp.status_code}: {data[:200]!r}"
+                return Forwarded(resp.status_code, json.loads(data))
+            chunks = resp.aiter_raw()
+            first = await chunks.__anext__()
+        except (httpx.HTTPError, StopAsyncIteration, ValueError) as e:
+            await resp.aclose()
+            self._report(replica)
+            return f"{replica.id}: failed before the first byte: {type(e).__name__}: {e}"
+        return Forwarded(200, stream=self._relay(first, chunks, resp, replica))
+
+    async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], resp: httpx.Response,
+                     replica: ReplicaLoad) -> AsyncIterator[bytes]:
+        try:
+            yield first
+            async for chunk in chunks:
+                yield chunk
+        except httpx.HTTPError as e:
+            self._report(replica)
+            err = APIError(502, f"replica {replica.id} failed mid-stream ({type(e).__name__}); "
+                                "the answer is incomplete, retry the request",
+                           code="replica_failed")
+            yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+        finally:
+            await resp.aclose()
+
+    async def _release(self, stream: AsyncIterator[bytes], server_id: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            self.view.end(server_id)

@@ -1,0 +1,18 @@
+"""Run the gateway with uvicorn."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+
+from llmcell.config.gateway import GatewayConfig
+from llmcell.gateway.app import create_gateway_app
+
+
+def run(config: GatewayConfig) -> int:
+    print(f"llmcell gateway: listening on http://{config.host}:{config.port} (admin "
+          f"{config.admin}, routing {config.policy})", file=sys.stderr, flush=True)
+    uvicorn.run(create_gateway_app(config), host=config.host, port=config.port,
+                log_level="warning", access_log=False)
+    return 0

@@ -1,0 +1,71 @@
+"""OpenAI API on the gateway: chat and completions routed to a replica of the named model
+(a Sax path or its last component), and the models with at least one active replica.
+
+Requests are validated here, at the edge, so bad input never reaches a replica; the body is then
+forwarded with `model` set to the Sax path. Streams pass through as they arrive.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from llmcell.gateway.forward import Forwarder
+from llmcell.gateway.view import CellView
+from llmcell.protocol.openai import model_card, parse_chat, parse_completion
+from llmcell.router.policies import hash64
+from llmcell.server.http import read_json
+
+
+def prefix_text(body: dict, chat: bool) -> str:
+    """The prompt's leading text as the model sees it: for chat, every message in order with its
+    role (what any chat template renders first); for completions, the prompt itself."""
+    if chat:
+        parts = []
+        for m in body.get("messages", []):
+            content = m.get("content")
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            parts.append(f"<|{m.get('role')}|>{content}\n")
+        return "".join(parts)
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else str(prompt)
+
+
+def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
+                  prefix_chars: int) -> list[Route]:
+    created = 0
+
+    async def generate(request: Request, chat: bool) -> Response:
+        body = await read_json(request, max_body)
+        req = (parse_chat if chat else parse_completion)(body)
+        model = view.resolve(req.model)
+        key = hash64(prefix_text(body, chat)[:prefix_chars])
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        result = await forwarder.send(model, path, dict(body, model=model), req.stream, key)
+        headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts)}
+        if result.stream is not None:
+            return StreamingResponse(result.stream, media_type="text/event-stream",
+                                     headers=dict(headers, **{"Cache-Control": "no-cache"}))
+        return JSONResponse(result.body, result.status, headers=headers)
+
+    async def chat(request: Request) -> Response:
+        return await generate(request, True)
+
+    async def completions(request: Request) -> Response:
+        return await generate(request, False)
+
+    async def models(request: Request) -> Response:
+        cards = [model_card(m, created, 0) for m, rs in sorted(view.view.models.items()) if rs]
+        return JSONResponse({"object": "list", "data": cards})
+
+    async def model(request: Request) -> Response:
+        return JSONResponse(model_card(view.resolve(request.path_params["model_id"]), created, 0))
+
+    return [
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+    ]

@@ -1,0 +1,129 @@
+"""Saxml REST on the gateway: publish, update, unpublish, listcell, listall (forwarded to the
+admin) and generate (routed to a replica). v2 shapes by default, v1 with `X-Sax-Compat: v1`.
+
+`/generate` sends the query as one user turn through the model's chat template (the default model
+is a chat model) and returns `[[text, score]]`, the score being the sum of the generated tokens'
+log-probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from llmcell.gateway.forward import Forwarder
+from llmcell.gateway.view import CellView
+from llmcell.protocol.errors import APIError
+from llmcell.protocol.saxml import (SaxError, generate_reply, parse_generate, parse_listall,
+                                    parse_model_only, parse_publish)
+
+
+def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
+                 default_dialect: str, max_body: int):
+    """The Saxml routes and the handler that shapes their errors in the caller's dialect."""
+    def dialect(request: Request) -> str:
+        value = request.headers.get("x-sax-compat", default_dialect).lower()
+        return "v1" if value == "v1" else "v2"
+
+    async def body(request: Request):
+        raw = await request.body()
+        if len(raw) > max_body:
+            raise SaxError(413, f"request body of {len(raw)} bytes is over the {max_body}-byte "
+                                "limit")
+        if not raw.strip():
+            return dict(request.query_params)  # GET /listcell?model=... also works
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SaxError(400, f"the request body is not valid JSON: {e}") from None
+
+    async def call_admin(method: str, path: str, payload=None):
+        try:
+            r = await admin.request(method, path, json=payload)
+        except httpx.HTTPError as e:
+            raise SaxError(503, f"the admin server is unreachable ({type(e).__name__}); "
+                                "model management is unavailable, serving continues") from None
+        data = r.json()
+        if r.status_code != 200:
+            raise SaxError(r.status_code, data.get("detail", str(data)))
+        return data
+
+    def answer(request: Request, data) -> Response:
+        return JSONResponse(data)
+
+    async def root(request: Request) -> Response:
+        return JSONResponse({"message": "HTTP Server for SAX Client"})
+
+    async def publish(request: Request) -> Response:
+        d = dialect(request)
+        req = parse_publish(await body(request), d)
+        await call_admin("POST", "/models", req.to_json())
+        await view.refresh()
+        return answer(request, req.reply(d))
+
+    async def update(request: Request) -> Response:
+        d = dialect(request)
+        req = parse_publish(await body(request), d)
+        await call_admin("PUT", "/models", req.to_json())
+        await view.refresh()
+        return answer(request, req.reply(d))
+
+    async def unpublish(request: Request) -> Response:
+        model = parse_model_only(await body(request), dialect(request))
+        await call_admin("DELETE", "/models" + model)
+        await view.refresh()
+        return answer(request, {"model": model})
+
+    async def listcell(request: Request) -> Response:
+        model = parse_model_only(await body(request), dialect(request))
+        return answer(request, await call_admin("GET", "/models" + model))
+
+    async def listall(request: Request) -> Response:
+        d = dialect(request)
+        if d == "v1":
+            raise SaxError(404, "listall is not part of the v1 REST API; drop X-Sax-Compat: v1")
+        cell = parse_listall(await body(request), d)
+        models = await call_admin("GET", f"/models?cell={cell}")
+        return answer(request, [m["model"] for m in models])
+
+    async def generate(request: Request) -> Response:
+        d = dialect(request)
+        req = parse_generate(await body(request), d)
+        if req.model not in view.view.models:
+            await view.refresh()
+        if req.model not in view.view.models:
+            raise SaxError(404, f"model {req.model} is not published")
+        chat = {"model": req.model, "messages": [{"role": "user", "content": req.query}],
+                "max_tokens": req.max_decode_steps, "temperature": req.temperature,
+                "top_p": req.top_p, "top_k": req.top_k, "logprobs": True}
+        try:
+            result = await forwarder.send(req.model, "/v1/chat/completions", chat, False)
+        except APIError as e:
+            raise SaxError(e.status, e.message) from None
+        if result.status != 200:
+            raise SaxError(result.status, result.body.get("error", {}).get("message",
+                                                                            str(result.body)))
+        samples = []
+        for choice in result.body["choices"]:
+            tokens = (choice.get("logprobs") or {}).get("content") or []
+            samples.append([choice["message"]["content"], sum(t["logprob"] for t in tokens)])
+        return answer(request, generate_reply(samples, d))
+
+    async def on_sax_error(request: Request, exc: SaxError) -> Response:
+        d = dialect(request)
+        return JSONResponse(exc.body(d), exc.status_for(d))
+
+    routes = [
+        Route("/", root, methods=["GET"]),
+        Route("/publish", publish, methods=["POST"]),
+        Route("/update", update, methods=["PUT", "POST"]),
+        Route("/unpublish", unpublish, methods=["POST", "DELETE"]),
+        Route("/listcell", listcell, methods=["GET", "POST"]),
+        Route("/listall", listall, methods=["GET", "POST"]),
+        Route("/generate", generate, methods=["POST"]),
+    ]
+    return routes, on_sax_error

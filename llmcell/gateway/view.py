@@ -1,0 +1,78 @@
+"""The gateway's view of the cell: which replicas serve each model, followed from the admin.
+
+The view is re-read every `view_interval` (so it follows the admin within ~1 s) and kept as it was
+while the admin is unreachable, so the gateway goes on serving. On top of it the gateway keeps
+its own counts of outstanding requests per replica and a short cool-down for replicas that just
+failed, which the routing snapshot reflects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from llmcell.config.gateway import GatewayConfig
+from llmcell.protocol.cell import RouteView
+from llmcell.protocol.errors import APIError
+from llmcell.router import ReplicaLoad
+
+
+class CellView:
+    def __init__(self, config: GatewayConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+        self.view = RouteView()
+        self.updated = 0.0
+        self.admin_ok = False
+        self.outstanding: dict[str, int] = {}
+        self.cooldown: dict[str, float] = {}
+
+    async def refresh(self) -> None:
+        try:
+            r = await self.client.get("/cell/routes")
+            r.raise_for_status()
+            self.view = RouteView.from_json(r.json())
+            self.updated = time.monotonic()
+            self.admin_ok = True
+        except (httpx.HTTPError, ValueError):
+            self.admin_ok = False  # keep serving from the last view
+
+    async def follow(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.config.view_interval)
+
+    def resolve(self, name: str) -> str:
+        """A Sax path, or the last component of one, to the published Sax path."""
+        if name in self.view.models:
+            return name
+        matches = [m for m in self.view.models if m.rsplit("/", 1)[-1] == name]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise APIError(400, f"model {name!r} is ambiguous: it names {sorted(matches)}; "
+                                "use the full Sax path", param="model")
+        served = sorted(self.view.models)
+        raise APIError(404, f"the model {name!r} does not exist; published models: "
+                            f"{', '.join(served) or 'none'}", param="model",
+                       code="model_not_found")
+
+    def snapshot(self, model: str, exclude: set[str]) -> list[ReplicaLoad]:
+        """Replicas to choose from: not yet tried, and not cooling down unless nothing else is."""
+        now = time.monotonic()
+        replicas = [ReplicaLoad(r.server_id, r.address, self.outstanding.get(r.server_id, 0),
+                                r.waiting)
+                    for r in self.view.models.get(model, []) if r.server_id not in exclude]
+        warm = [r for r in replicas if self.cooldown.get(r.id, 0.0) <= now]
+        return warm or replicas
+
+    def failed(self, server_id: str) -> None:
+        self.cooldown[server_id] = time.monotonic() + self.config.cooldown
+
+    def begin(self, server_id: str) -> None:
+        self.outstanding[server_id] = self.outstanding.get(server_id, 0) + 1
+
+    def end(self, server_id: str) -> None:
+        self.outstanding[server_id] = max(0, self.outstanding.get(server_id, 1) - 1)

@@ -1,0 +1,188 @@
+"""`llmcell up`: the whole cell on one machine, as separate processes exactly as in Kubernetes.
+
+Starts the admin, N model servers that join it (CPU threads split between them) and the gateway,
+publishes the default model with one replica, waits until it serves, and prints the URLs and
+example calls. Ctrl-C (or SIGTERM) stops every process, servers first so they drain.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    servers: int = 1
+    host: str = "127.0.0.1"
+    gateway_port: int = 8888
+    admin_port: int = 10000
+    model: str = "smollm2-135m-instruct"
+    sax_name: str = "/sax/test/smollm2"
+    replicas: int = 1
+    state_path: Path = Path("admin.sqlite3")
+    kv_cache_memory: int = 512 << 20
+    server_memory: int = 4 << 30
+    policy: str = "least_load"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.servers < 1:
+            raise ValueError(f"servers={self.servers} must be >= 1")
+        if self.replicas < 1:
+            raise ValueError(f"replicas={self.replicas} must be >= 1")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not answer {url} within {timeout:.0f}s")
+
+
+class LocalCell:
+    def __init__(self, plan: CellPlan) -> None:
+        self.plan = plan
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.admin_url = f"http://{plan.host}:{plan.admin_port}"
+        self.gateway_url = f"http://{plan.host}:{plan.gateway_port}"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args])
+        self.procs.append((name, proc))
+        return proc
+
+    def start(self, say=print) -> None:
+        p = self.plan
+        cores = p.threads or os.cpu_count() or 1
+        per_server = max(1, cores // p.servers)
+        admin = self._spawn("admin", "admin", "--host", p.host, "--port", str(p.admin_port),
+                            "--state", str(p.state_path),
+                            "--kv-reserve", str(p.kv_cache_memory))
+        _wait(self.admin_url + "/health", admin, "the admin")
+        say(f"admin    {self.admin_url}  (state: {p.state_path})")
+        for i in range(p.servers):
+            port = _free_port(p.host)
+            self._spawn(f"server-{i}", "server", "--admin", self.admin_url, "--host", p.host,
+                        "--port", str(port), "--server-id", f"server-{i}",
+                        "--memory", str(p.server_memory), "--threads", str(per_server),
+                        "--kv-cache-memory", str(p.kv_cache_memory))
+            say(f"server-{i} http://{p.host}:{port}  ({per_server} CPU threads)")
+        gateway = self._spawn("gateway", "gateway", "--admin", self.admin_url, "--host", p.host,
+                              "--port", str(p.gateway_port), "--policy", p.policy)
+        _wait(self.gateway_url + "/health", gateway, "the gateway")
+        say(f"gateway  {self.gateway_url}")
+        self.publish(say)
+
+    def publish(self, say=print) -> None:
+        p = self.plan
+        listed = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0)
+        if listed.status_code == 404:
+            r = httpx.post(self.gateway_url + "/publish", timeout=60.0, json={
+                "model": p.sax_name, "model_path": p.model, "checkpoint": "None",
+                "replicas": p.replicas})
+            if r.status_code != 200:
+                raise RuntimeError(f"publishing {p.sax_name} failed: {r.text}")
+        say(f"published {p.sax_name} ({p.model}, {p.replicas} replica(s)); loading...")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            self.check_alive()
+            cell = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0).json()
+            seen = httpx.get(self.gateway_url + "/health", timeout=10.0).json()["models"]
+            if cell.get("active_replicas", 0) >= 1 and seen.get(p.sax_name, 0) >= 1:
+                say(f"{p.sax_name}: {cell['active_replicas']} of {cell['max_replicas']} "
+                    "replica(s) active")
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{p.sax_name} had no active replica after 300s")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {proc.returncode}")
+
+    def stop(self) -> None:
+        order = [x for x in self.procs if x[0] == "gateway"] + \
+                [x for x in self.procs if x[0].startswith("server")] + \
+                [x for x in self.procs if x[0] == "admin"]
+        for _, proc in order:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in order:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def usage(gateway: str, sax_name: str) -> str:
+    short = sax_name.rsplit("/", 1)[-1]
+    return f"""
+The cell is up. Try it:
+
+  # Saxml REST
+  curl -s {gateway}/listcell -X GET -H 'Content-Type: application/json' -d '{{"model": "{sax_name}"}}'
+  curl -s {gateway}/generate -H 'Content-Type: application/json' \\
+       -d '{{"model": "{sax_name}", "query": "How many days are in a week?"}}'
+
+  # OpenAI API
+  curl -s {gateway}/v1/chat/completions -H 'Content-Type: application/json' \\
+       -d '{{"model": "{short}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
+
+  # Python (pip install openai)
+  from openai import OpenAI
+  client = OpenAI(base_url="{gateway}/v1", api_key="unused")
+  print(client.chat.completions.create(model="{short}",
+        messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
+
+Ctrl-C stops the cell.
+"""
+
+
+def run(plan: CellPlan) -> int:
+    cell = LocalCell(plan)
+    stop = {"now": False}
+
+    def on_signal(signum, frame):
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    try:
+        cell.start(lambda line: print(f"llmcell up: {line}", flush=True))
+        print(f"llmcell up: ready in {time.monotonic() - started:.1f}s", flush=True)
+        print(usage(cell.gateway_url, plan.sax_name), flush=True)
+        while not stop["now"]:
+            cell.check_alive()
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as e:
+        print(f"llmcell up: {e}", file=sys.stderr, flush=True)
+        cell.stop()
+        return 1
+    print("llmcell up: stopping...", flush=True)
+    cell.stop()
+    return 0

@@ -1,0 +1,134 @@
+"""Wire types of the admin's internal API: what model servers report and what they are told.
+
+A server registers (`ServerInfo`) and then heartbeats with the replicas it holds
+(`ReplicaReport`); the admin answers with the replicas it should hold (`Assignment`). The gateway
+reads the routing view (`RouteView`). Plain dataclasses with `to_json`/`from_json`; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+READY, LOADING, FAILED = "ready", "loading", "failed"
+
+
+class WireError(ValueError):
+    """A malformed message on the internal API (the admin answers 400 with this text)."""
+
+
+def _get(data: Any, key: str, kind: type | tuple[type, ...]):
+    if not isinstance(data, dict) or key not in data:
+        raise WireError(f"missing field '{key}'")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise WireError(f"field '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One replica a server should hold: the Sax model name, its source and checkpoint."""
+
+    model: str
+    model_path: str
+    checkpoint: str = "None"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "Assignment":
+        return cls(_get(data, "model", str), _get(data, "model_path", str),
+                   _get(data, "checkpoint", str))
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    """A replica as its server sees it: what it is, its state, and its load."""
+
+    model: str
+    model_path: str
+    checkpoint: str
+    state: str
+    error: str = ""
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def assignment(self) -> Assignment:
+        return Assignment(self.model, self.model_path, self.checkpoint)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ReplicaReport":
+        state = _get(data, "state", str)
+        if state not in (READY, LOADING, FAILED):
+            raise WireError(f"field 'state' must be one of ready/loading/failed, got {state!r}")
+        return cls(_get(data, "model", str), _get(data, "model_path", str),
+                   _get(data, "checkpoint", str), state, str(data.get("error", "")),
+                   int(data.get("running", 0)), int(data.get("waiting", 0)))
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A model server (the leader of a group) as it registers with the admin."""
+
+    id: str
+    address: str
+    engine: str = "builtin"
+    memory_bytes: int = 0
+    group_size: int = 1
+    models: tuple[str, ...] = ("*",)
+    """Model sources it can load: "*" for any (builtin), else the fixed one (external engines)."""
+
+    def can_load(self, model_path: str) -> bool:
+        return "*" in self.models or model_path in self.models
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), models=list(self.models))
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ServerInfo":
+        memory = _get(data, "memory_bytes", int)
+        group = _get(data, "group_size", int)
+        models = _get(data, "models", list)
+        if memory <= 0:
+            raise WireError(f"field 'memory_bytes' must be > 0, got {memory}")
+        if group < 1:
+            raise WireError(f"field 'group_size' must be >= 1, got {group}")
+        address = _get(data, "address", str)
+        if not address.startswith(("http://", "https://")):
+            raise WireError(f"field 'address' must be an http(s) URL, got {address!r}")
+        return cls(_get(data, "id", str), address.rstrip("/"), _get(data, "engine", str), memory,
+                   group, tuple(str(m) for m in models) or ("*",))
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A serving replica in the gateway's routing view."""
+
+    server_id: str
+    address: str
+    running: int = 0
+    waiting: int = 0
+
+
+@dataclass
+class RouteView:
+    """Published models and their active replicas, as the gateway routes them."""
+
+    version: int = 0
+    models: dict[str, list[Replica]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"version": self.version,
+                "models": {m: [asdict(r) for r in rs] for m, rs in self.models.items()}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RouteView":
+        models = _get(data, "models", dict)
+        return cls(_get(data, "version", int),
+                   {m: [Replica(**r) for r in rs] for m, rs in models.items()})

@@ -1,0 +1,79 @@
+"""Routing policies, each a pure function of (replicas snapshot, request), chosen by name.
+
+- `round_robin`: the request counter modulo the replicas (sorted by id, so every gateway agrees).
+- `least_load`: fewest outstanding requests from this gateway, ties broken by the server-reported
+  queue, then by id.
+- `prefix_affinity`: consistent hashing with bounded load (Mirrokni, Thorup, Zadimoghaddam 2018).
+  Each replica owns `VNODES` points on a 64-bit ring; a request walks clockwise from its prefix
+  key to the first replica whose load is under ceil(c * (total + 1) / n). Requests that share a
+  prompt prefix land on the replica that already caches it, gateways agree without sharing state,
+  and adding a replica moves only ~1/N of the keys.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+from functools import lru_cache, partial
+from typing import Callable, Sequence
+
+from llmcell.router.protocol import Policy, ReplicaLoad, RouteRequest
+
+VNODES = 64
+
+
+def _ordered(replicas: Sequence[ReplicaLoad]) -> list[ReplicaLoad]:
+    return sorted(replicas, key=lambda r: r.id)
+
+
+def round_robin(replicas: Sequence[ReplicaLoad], request: RouteRequest) -> ReplicaLoad:
+    ordered = _ordered(replicas)
+    return ordered[request.seq % len(ordered)]
+
+
+def least_load(replicas: Sequence[ReplicaLoad], request: RouteRequest) -> ReplicaLoad:
+    return min(replicas, key=lambda r: (r.outstanding, r.queue, r.id))
+
+
+def hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+
+
+@lru_cache(maxsize=64)
+def _ring(ids: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    points = sorted((hash64(f"{rid}#{v}"), rid) for rid in ids for v in range(VNODES))
+    return tuple(p for p, _ in points), tuple(rid for _, rid in points)
+
+
+def prefix_affinity(replicas: Sequence[ReplicaLoad], request: RouteRequest,
+                    bound: float = 1.25) -> ReplicaLoad:
+    if request.prefix_key is None:
+        return least_load(replicas, request)
+    by_id = {r.id: r for r in replicas}
+    points, owners = _ring(tuple(sorted(by_id)))
+    total = sum(r.outstanding for r in replicas)
+    cap = math.ceil(bound * (total + 1) / len(replicas))
+    start = bisect.bisect_left(points, request.prefix_key % (1 << 64))
+    seen = set()
+    for i in range(len(points)):
+        rid = owners[(start + i) % len(points)]
+        if rid in seen:
+            continue
+        seen.add(rid)
+        if by_id[rid].outstanding < cap:
+            return by_id[rid]
+    return least_load(replicas, request)  # unreachable: some replica is always under the cap
+
+
+POLICIES: dict[str, Callable[[float], Policy]] = {
+    "round_robin": lambda bound: round_robin,
+    "least_load": lambda bound: least_load,
+    "prefix_affinity": lambda bound: partial(prefix_affinity, bound=bound),
+}
+
+
+def make_policy(name: str, bounded_load: float = 1.25) -> Policy:
+    if name not in POLICIES:
+        raise ValueError(f"routing policy {name!r} is not one of {sorted(POLICIES)}")
+    return POLICIES[name](bounded_load)

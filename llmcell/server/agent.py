@@ -1,0 +1,128 @@
+"""A model server's membership in a cell: register with the admin, heartbeat, and load or unload
+replicas as the admin assigns them.
+
+Each heartbeat carries the replicas this server holds (state and load); the reply lists what it
+should hold. New assignments load in the background (state "loading", then "ready" or "failed"
+with the reason); a replica no longer assigned leaves the routing table at once and is stopped
+when its running requests finish. While the admin is unreachable the server keeps serving what it
+holds and retries; if the admin forgot it (restart, or it was declared dead), it registers again
+with what it holds, so nothing is reloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import httpx
+
+from llmcell.config.server import ServerConfig
+from llmcell.protocol.cell import (FAILED, LOADING, READY, Assignment, ReplicaReport, ServerInfo)
+from llmcell.server.backend import ModelBackend
+from llmcell.server.host import ModelHost
+
+
+@dataclass
+class _Replica:
+    assignment: Assignment
+    backend: ModelBackend
+    state: str = LOADING
+    error: str = ""
+    task: asyncio.Task | None = None
+
+
+class CellAgent:
+    def __init__(self, config: ServerConfig, host: ModelHost, address: str,
+                 make_backend: Callable[[Assignment], ModelBackend]) -> None:
+        self.config = config
+        self.host = host
+        self.make_backend = make_backend
+        models = ("*",) if config.engine == "builtin" else (config.model_name,)
+        self.info = ServerInfo(config.server_id or address, address, config.engine,
+                               config.memory_bytes, 1, models)
+        self.replicas: dict[Assignment, _Replica] = {}
+        self.interval = 1.0
+        self.client = httpx.AsyncClient(base_url=config.admin.rstrip("/"), timeout=5.0)
+        self.registered = False
+
+    def reports(self) -> list[dict]:
+        out = []
+        for r in self.replicas.values():
+            load = r.backend.load()
+            out.append(ReplicaReport(r.assignment.model, r.assignment.model_path,
+                                     r.assignment.checkpoint, r.state, r.error, load.running,
+                                     load.waiting).to_json())
+        return out
+
+    async def run(self) -> None:
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    await self._beat()
+                except (httpx.HTTPError, ValueError) as e:
+                    if self.registered:
+                        print(f"llmcell server: admin unreachable ({type(e).__name__}); serving "
+                              "what this server holds and retrying", file=sys.stderr, flush=True)
+                    self.registered = False
+                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            await self.client.aclose()
+
+    async def _beat(self) -> None:
+        if not self.registered:
+            r = await self.client.post("/cell/servers", json={
+                "server": self.info.to_json(), "replicas": self.reports()})
+            r.raise_for_status()
+            data = r.json()
+            self.interval = float(data.get("heartbeat_interval", self.interval))
+            self.registered = True
+            print(f"llmcell server: joined the cell at {self.config.admin} as {self.info.id}",
+                  file=sys.stderr, flush=True)
+        else:
+            r = await self.client.post(f"/cell/servers/{self.info.id}/heartbeat",
+                                       json={"replicas": self.reports()})
+            if r.status_code == 404:
+                self.registered = False
+                return await self._beat()
+            r.raise_for_status()
+            data = r.json()
+        self.apply(tuple(Assignment.from_json(a) for a in data.get("assignments", [])))
+
+    def apply(self, wanted: tuple[Assignment, ...]) -> None:
+        for a in wanted:
+            if a not in self.replicas:
+                replica = _Replica(a, self.make_backend(a))
+                replica.task = asyncio.create_task(self._load(replica))
+                self.replicas[a] = replica
+        for a in [a for a in self.replicas if a not in wanted]:
+            replica = self.replicas.pop(a)
+            asyncio.create_task(self._unload(replica))
+
+    async def _load(self, replica: _Replica) -> None:
+        a = replica.assignment
+        print(f"llmcell server: loading {a.model} ({a.model_path}, checkpoint {a.checkpoint})",
+              file=sys.stderr, flush=True)
+        try:
+            await replica.backend.start()
+        except Exception as e:  # reported to the admin, which places the replica elsewhere
+            replica.state, replica.error = FAILED, f"{type(e).__name__}: {e}"
+            print(f"llmcell server: {a.model} failed to load: {replica.error}", file=sys.stderr,
+                  flush=True)
+            return
+        replica.state = READY
+        self.host.add(replica.backend)
+        print(f"llmcell server: {a.model} ready", file=sys.stderr, flush=True)
+
+    async def _unload(self, replica: _Replica) -> None:
+        if replica.task is not None and not replica.task.done():
+            replica.task.cancel()
+        self.host.remove(replica.backend)
+        deadline = time.monotonic() + self.config.drain_timeout
+        while getattr(replica.backend, "in_flight", 0) > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await replica.backend.stop()
+        print(f"llmcell server: unloaded {replica.assignment.model}", file=sys.stderr, flush=True)
