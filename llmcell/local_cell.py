@@ -123,18 +123,18 @@ class LocalCell:
                 raise RuntimeError(f"{name} exited with status {proc.returncode}")
 
     def stop(self) -> None:
-        order = [x for x in self.procs if x[0] == "gateway"] + \
-                [x for x in self.procs if x[0].startswith("server")] + \
-                [x for x in self.procs if x[0] == "admin"]
-        for _, proc in order:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in order:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        """The gateway first (no new work), then the servers (they drain), then the admin."""
+        for stage in ("gateway", "server", "admin"):
+            group = [proc for name, proc in self.procs if name.startswith(stage)]
+            for proc in group:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in group:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def usage(gateway: str, sax_name: str) -> str:
@@ -163,18 +163,21 @@ Ctrl-C stops the cell.
 
 def run(plan: CellPlan) -> int:
     cell = LocalCell(plan)
-    stop = {"now": False}
 
     def on_signal(signum, frame):
-        stop["now"] = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
 
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     try:
         cell.start(lambda line: print(f"llmcell up: {line}", flush=True))
         print(f"llmcell up: ready in {time.monotonic() - started:.1f}s", flush=True)
         print(usage(cell.gateway_url, plan.sax_name), flush=True)
-        while not stop["now"]:
+        while True:
             cell.check_alive()
             time.sleep(0.5)
     except KeyboardInterrupt:

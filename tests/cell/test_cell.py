@@ -152,3 +152,44 @@ def test_admin_restart_keeps_models_and_replicas_without_reloading(cell):
     time.sleep(1.5)  # past the admin's start-up grace: nothing new may be placed or loaded
     assert cell.listcell()["active_replicas"] == 1
     assert server.output().count(f"loading {SAX}") == 1
+
+
+def _held(cell) -> dict[str, list[tuple[str, str]]]:
+    servers = httpx.get(cell.admin.url + "/cell/servers").json()
+    return {s["id"]: sorted((r["model"], r["checkpoint"]) for r in s["replicas"]) for s in servers}
+
+
+def test_update_scales_and_rolls_a_checkpoint_without_losing_active_replicas(cell):
+    from llmcell.engine.loader.registry import resolve_model_path
+
+    cell.start_admin()
+    for name in ("s0", "s1"):
+        cell.start_server(name, memory="2GiB")  # room for two replicas each
+    cell.start_gateway()
+    cell.publish(1)
+    cell.wait_active(1)
+    body = {"model": SAX, "model_path": MODEL, "checkpoint": "None", "replicas": 2}
+    assert cell.sax("PUT", "/update", body).json()["replicas"] == 2
+    cell.wait_active(2)
+
+    new = str(resolve_model_path(MODEL))  # the same weights under an explicit path
+    assert cell.sax("PUT", "/update", dict(body, checkpoint=new)).status_code == 200
+    lowest, deadline = 2, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        listed = cell.listcell()
+        lowest = min(lowest, listed["active_replicas"])
+        held = _held(cell)
+        if all(h == [(SAX, new)] for h in held.values()) and listed["active_replicas"] == 2:
+            break
+        time.sleep(0.1)
+    assert lowest == 2
+    assert _held(cell) == {"s0": [(SAX, new)], "s1": [(SAX, new)]}
+    assert cell.listcell()["checkpoint"] == new
+
+    assert cell.sax("PUT", "/update", dict(body, checkpoint=new, replicas=1)).status_code == 200
+    cell.wait_active(1)
+    cell.sax("POST", "/unpublish", {"model": SAX})
+    deadline = time.monotonic() + 30
+    while any(_held(cell).values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _held(cell) == {"s0": [], "s1": []}  # unloaded: memory freed on both servers
