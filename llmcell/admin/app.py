@@ -35,6 +35,9 @@ class AdminError(Exception):
 
 
 async def _json(request: Request, limit: int):
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise AdminError(413, f"request body of {declared} bytes is over the {limit}-byte limit")
     raw = await request.body()
     if len(raw) > limit:
         raise AdminError(413, f"request body of {len(raw)} bytes is over the {limit}-byte limit")

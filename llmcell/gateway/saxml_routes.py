@@ -30,6 +30,10 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
         return "v1" if value == "v1" else "v2"
 
     async def body(request: Request):
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body:
+            raise SaxError(413, f"request body of {declared} bytes is over the {max_body}-byte "
+                                "limit")
         raw = await request.body()
         if len(raw) > max_body:
             raise SaxError(413, f"request body of {len(raw)} bytes is over the {max_body}-byte "

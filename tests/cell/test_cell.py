@@ -74,6 +74,11 @@ def test_bad_input_gets_clear_4xx(cell):
     assert r.status_code == 404
     r = httpx.post(cell.gateway.url + "/generate", content=b"{not json")
     assert r.status_code == 400 and "JSON" in r.json()["detail"]
+    big = b" " * (5 << 20)
+    r = httpx.post(cell.gateway.url + "/publish", content=big)
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    r = httpx.post(cell.gateway.url + "/v1/chat/completions", content=big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
     client = OpenAI(base_url=cell.gateway.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(Exception) as e:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
