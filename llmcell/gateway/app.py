@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,10 +21,9 @@ from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.openai_routes import openai_routes
 from llmcell.gateway.saxml_routes import saxml_routes
 from llmcell.gateway.view import CellView
-from llmcell.protocol.errors import APIError
 from llmcell.protocol.saxml import SaxError
 from llmcell.router import make_policy
-from llmcell.server.http import error_response
+from llmcell.server.http import openai_error_handlers
 
 
 def create_gateway_app(config: GatewayConfig) -> Starlette:
@@ -43,17 +41,6 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
         return JSONResponse({"status": "ok", "admin_reachable": view.admin_ok,
                              "models": {m: len(rs) for m, rs in view.view.models.items()}})
 
-    async def on_api_error(request: Request, exc: APIError) -> Response:
-        return error_response(exc)
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        msg = {404: f"no route for {request.method} {request.url.path}",
-               405: f"method {request.method} is not allowed on {request.url.path}"}
-        return error_response(APIError(exc.status_code, msg.get(exc.status_code, str(exc.detail))))
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}"))
-
     @asynccontextmanager
     async def lifespan(app):
         follower = asyncio.create_task(view.follow())
@@ -68,7 +55,6 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
         routes=[Route("/health", health, methods=["GET"]), *sax,
                 *openai_routes(view, forwarder, config.max_body_bytes, config.prefix_chars)],
         lifespan=lifespan,
-        exception_handlers={SaxError: on_sax_error, APIError: on_api_error,
-                            HTTPException: on_http_error, Exception: on_unexpected})
+        exception_handlers={SaxError: on_sax_error, **openai_error_handlers()})
     app.state.view = view
     return app

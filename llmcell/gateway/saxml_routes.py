@@ -62,19 +62,18 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
     async def root(request: Request) -> Response:
         return JSONResponse({"message": "HTTP Server for SAX Client"})
 
-    async def publish(request: Request) -> Response:
+    async def publish_or_update(request: Request, method: str) -> Response:
         d = dialect(request)
         req = parse_publish(await body(request), d)
-        await call_admin("POST", "/models", req.to_json())
+        await call_admin(method, "/models", req.to_json())
         await view.refresh()
         return answer(request, req.reply(d))
 
+    async def publish(request: Request) -> Response:
+        return await publish_or_update(request, "POST")
+
     async def update(request: Request) -> Response:
-        d = dialect(request)
-        req = parse_publish(await body(request), d)
-        await call_admin("PUT", "/models", req.to_json())
-        await view.refresh()
-        return answer(request, req.reply(d))
+        return await publish_or_update(request, "PUT")
 
     async def unpublish(request: Request) -> Response:
         model = parse_model_only(await body(request), dialect(request))

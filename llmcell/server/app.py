@@ -13,7 +13,6 @@ import time
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -23,7 +22,7 @@ from llmcell.protocol.errors import APIError
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.server.backend import ModelBackend, Reply
 from llmcell.server.host import ModelHost
-from llmcell.server.http import error_response, read_json
+from llmcell.server.http import openai_error_handlers, read_json
 from llmcell.server.metrics import CONTENT_TYPE, ServerMetrics
 
 
@@ -128,17 +127,6 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
         body = await read_json(request, config.max_body_bytes)
         return to_response(await host.pick(body.get("model")).detokenize(body))
 
-    async def on_api_error(request: Request, exc: APIError) -> Response:
-        return error_response(exc)
-
-    async def on_http_error(request: Request, exc: HTTPException) -> Response:
-        msg = {404: f"no route for {request.method} {request.url.path}",
-               405: f"method {request.method} is not allowed on {request.url.path}"}
-        return error_response(APIError(exc.status_code, msg.get(exc.status_code, str(exc.detail))))
-
-    async def on_unexpected(request: Request, exc: Exception) -> Response:
-        return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}"))
-
     @asynccontextmanager
     async def lifespan(app):
         async def start():
@@ -167,7 +155,6 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
         Route("/tokenize", tokenize, methods=["POST"]),
         Route("/detokenize", detokenize, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        APIError: on_api_error, HTTPException: on_http_error, Exception: on_unexpected})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=openai_error_handlers())
     app.state.server = state
     return app

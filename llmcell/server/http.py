@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from llmcell.protocol.errors import APIError, invalid
 
@@ -45,3 +46,22 @@ async def read_json(request: Request, limit: int) -> dict:
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     return body
+
+
+async def _on_api_error(request: Request, exc: APIError) -> Response:
+    return error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: HTTPException) -> Response:
+    msg = {404: f"no route for {request.method} {request.url.path}",
+           405: f"method {request.method} is not allowed on {request.url.path}"}
+    return error_response(APIError(exc.status_code, msg.get(exc.status_code, str(exc.detail))))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    return error_response(APIError(500, f"internal error: {type(exc).__name__}: {exc}"))
+
+
+def openai_error_handlers() -> dict:
+    """Starlette exception handlers answering every error in OpenAI's body shape."""
+    return {APIError: _on_api_error, HTTPException: _on_http_error, Exception: _on_unexpected}
