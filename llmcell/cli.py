@@ -2,7 +2,7 @@
 
 Verbs: `generate` (stream a completion), `chat` (multi-turn chat through the model's template),
 `server` (one model server), `admin` (control plane), `gateway` (front door on 8888), `up` (the
-whole cell locally).
+whole cell locally), `plan` and `render` (Kubernetes sizing and manifests, in `deploy/cli.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Iterator
 
 from llmcell.config.engine import EngineConfig
+from llmcell.deploy.cli import add_deploy_parsers
 
 
 def _size(text: str) -> int:
@@ -168,7 +169,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            state_path=Path(args.state) if args.state else default_state_path(),
                            heartbeat_interval=args.heartbeat_interval,
                            missed_heartbeats=args.missed_heartbeats,
-                           kv_reserve_bytes=args.kv_reserve))
+                           kv_reserve_bytes=args.kv_reserve,
+                           bytes_per_param=args.bytes_per_param))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -204,6 +206,9 @@ def add_cell_parsers(sub) -> None:
                    help="seconds between server heartbeats (default: %(default)s)")
     a.add_argument("--missed-heartbeats", type=int, default=3,
                    help="heartbeats a server may miss before it is dead (default: %(default)s)")
+    a.add_argument("--bytes-per-param", type=float, default=4.0,
+                   help="bytes of memory per parameter when sizing a replica: 4 fp32, 2 bf16, "
+                        "1 int8 (default: %(default)s)")
     a.add_argument("--kv-reserve", type=_size, default=512 << 20,
                    help="KV-cache memory counted per replica when placing (default: 512MiB)")
     a.set_defaults(func=cmd_admin)
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_engine_flags(s)
     s.set_defaults(func=cmd_server)
     add_cell_parsers(sub)
+    add_deploy_parsers(sub)
     return parser
 
 

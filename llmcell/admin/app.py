@@ -72,7 +72,13 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
             size = await asyncio.to_thread(replica_size, req.model_path, req.checkpoint,
                                            config.bytes_per_param, config.kv_reserve_bytes)
         except (ValueError, OSError) as e:
-            raise AdminError(400, f"model {req.model}: cannot load its source: {e}") from None
+            external = (registry.external_memory(req.model_path) if req.checkpoint == "None"
+                        else None)
+            if external is None:
+                raise AdminError(400, f"model {req.model}: cannot load its source: {e}; nor does "
+                                      "a joined server's external engine serve it under that "
+                                      "name") from None
+            return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external)
         return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas,
                          size.memory_bytes)
 

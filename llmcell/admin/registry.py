@@ -83,6 +83,13 @@ class CellRegistry:
             self.dead_events += 1
             self._replan(now)
 
+    def external_memory(self, model_path: str) -> int | None:
+        """Memory of a live server whose external engine serves exactly `model_path` (a vLLM
+        group, say): such a model has no file here to size, and a replica takes the group."""
+        sizes = [rec.info.memory_bytes for rec in self.servers.values()
+                 if "*" not in rec.info.models and model_path in rec.info.models]
+        return min(sizes) if sizes else None
+
     # ---- models --------------------------------------------------------------------------------
     def publish(self, spec: ModelSpec, now: float) -> None:
         self.store.put(spec)
