@@ -6,6 +6,7 @@ Regenerate the golden files after an intended change with LLMCELL_UPDATE_GOLDEN=
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -64,21 +65,39 @@ def config_for(args: list[str]):
     return render_config(build_parser().parse_args(["render", *args]))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def crds_present():
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_object_validates_against_kubernetes_and_the_crds(case):
     if not CRDS.is_dir():
         pytest.skip(f"CRD schemas not found at {CRDS} (set LLMCELL_CRDS to ../shared/crds)")
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_every_object_validates_and_matches_its_golden_file(case):
-    config = config_for(CASES[case])
-    docs = manifests(config)
-    for doc in docs:
+    for doc in manifests(config_for(CASES[case])):
         try:
             validate(doc)
         except Exception as e:  # name the object in the failure
             raise AssertionError(f"{doc['kind']} {doc['metadata']['name']}: {e}") from e
+
+
+def test_the_validator_rejects_typos_and_float_quantities():
+    if not CRDS.is_dir():
+        pytest.skip(f"CRD schemas not found at {CRDS} (set LLMCELL_CRDS to ../shared/crds)")
+    docs = manifests(config_for(CASES["gke-tpu-builtin-v5e-175b"]))
+    (deployment,) = [copy.deepcopy(d) for d in docs if d["kind"] == "Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(Exception, match="imagePullPolicyy"):
+        validate(deployment)
+    (lws,) = [copy.deepcopy(d) for d in docs if d["kind"] == "LeaderWorkerSet"]
+    lws["spec"]["leaderWorkerTemplate"]["sizee"] = 8
+    with pytest.raises(Exception, match="sizee"):
+        validate(lws)
+    (lws,) = [copy.deepcopy(d) for d in docs if d["kind"] == "LeaderWorkerSet"]
+    lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0][
+        "resources"]["limits"]["cpu"] = 0.5
+    with pytest.raises(Exception, match="0.5"):
+        validate(lws)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_output_matches_its_golden_file(case):
+    config = config_for(CASES[case])
     text = render_stream(config)
     golden = GOLDEN / f"{case}.yaml"
     if os.environ.get("LLMCELL_UPDATE_GOLDEN"):
