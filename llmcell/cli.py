@@ -2,7 +2,8 @@
 
 Verbs: `generate` (stream a completion), `chat` (multi-turn chat through the model's template),
 `server` (one model server), `admin` (control plane), `gateway` (front door on 8888), `up` (the
-whole cell locally), `plan` and `render` (Kubernetes sizing and manifests, in `deploy/cli.py`).
+whole cell locally), `plan` and `render` (Kubernetes sizing and manifests, in `deploy/cli.py`), `bench` (load test
+with a report, in `bench/cli.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from typing import Callable, Iterator
 
 from llmcell.config.engine import EngineConfig
+from llmcell.bench.cli import add_bench_parser
 from llmcell.deploy.cli import add_deploy_parsers
 
 
@@ -178,7 +180,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     from llmcell.gateway.main import run
 
     return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
-                             sax_compat=args.sax_compat, retries=args.retries))
+                             sax_compat=args.sax_compat, retries=args.retries,
+                             advertise=args.advertise))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -226,6 +229,9 @@ def add_cell_parsers(sub) -> None:
                    help="Saxml REST dialect without an X-Sax-Compat header (default: v2)")
     g.add_argument("--retries", type=int, default=2,
                    help="other replicas tried when one fails (default: %(default)s)")
+    g.add_argument("--advertise", default=None,
+                   help="URL the admin lists this gateway at for Prometheus discovery "
+                        "(default: http://host:port)")
     g.set_defaults(func=cmd_gateway)
 
     u = sub.add_parser("up", help="run a whole cell locally (admin, servers, gateway)",
@@ -293,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_server)
     add_cell_parsers(sub)
     add_deploy_parsers(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -137,7 +137,7 @@ class LocalCell:
                     proc.wait()
 
 
-def usage(gateway: str, sax_name: str) -> str:
+def usage(gateway: str, sax_name: str, admin: str) -> str:
     short = sax_name.rsplit("/", 1)[-1]
     return f"""
 The cell is up. Try it:
@@ -156,6 +156,14 @@ The cell is up. Try it:
   client = OpenAI(base_url="{gateway}/v1", api_key="unused")
   print(client.chat.completions.create(model="{short}",
         messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
+
+  # Metrics: every component serves /metrics; one Prometheus job finds them all
+  scrape_configs:
+    - job_name: llmcell
+      http_sd_configs: [{{url: "{admin}/prometheus/targets"}}]
+
+  # Load test with a report (JSON, Markdown, PNG plots)
+  llmcell bench --url {gateway} --model {short} --num-requests 50 --output /tmp/llmcell-bench
 
 Ctrl-C stops the cell.
 """
@@ -176,7 +184,7 @@ def run(plan: CellPlan) -> int:
     try:
         cell.start(lambda line: print(f"llmcell up: {line}", flush=True))
         print(f"llmcell up: ready in {time.monotonic() - started:.1f}s", flush=True)
-        print(usage(cell.gateway_url, plan.sax_name), flush=True)
+        print(usage(cell.gateway_url, plan.sax_name, cell.admin_url), flush=True)
         while True:
             cell.check_alive()
             time.sleep(0.5)

@@ -19,10 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
 from llmcell.admin.placement import ModelSpec
 from llmcell.admin.registry import CellRegistry, NotFound
 from llmcell.admin.sizing import replica_size
 from llmcell.config.admin import AdminConfig
+from llmcell.metrics.admin import AdminCollector, scrape_targets
 from llmcell.protocol.cell import ReplicaReport, ServerInfo, WireError
 from llmcell.protocol.saxml import CELL_PATH, SaxError, model_name, parse_publish
 
@@ -54,9 +57,19 @@ def _reports(data) -> tuple[ReplicaReport, ...]:
     return tuple(ReplicaReport.from_json(r) for r in items)
 
 
+GATEWAY_TTL = 30.0
+"""Seconds a gateway stays a scrape target after it last read the routing view."""
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
     now = time.monotonic
     probe = httpx.AsyncClient(timeout=1.0)
+    gateways: dict[str, float] = {}
+    """Gateways that read the routing view lately (URL -> when), for service discovery."""
+    metrics = CollectorRegistry()
+    ProcessCollector(registry=metrics)
+    metrics.register(AdminCollector(registry))
 
     def listcell(spec: ModelSpec) -> dict:
         return {"model": spec.model, "model_path": spec.model_path,
@@ -150,7 +163,21 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
         return JSONResponse({"server": sid, "alive": alive})
 
     async def routes(request: Request) -> Response:
+        gateway = request.headers.get("x-llmcell-gateway")
+        if gateway and gateway.startswith(("http://", "https://")) and len(gateway) < 256:
+            gateways[gateway] = now()
         return JSONResponse(registry.routes().to_json())
+
+    async def prometheus_targets(request: Request) -> Response:
+        """Prometheus http_sd_configs: one job finds the admin, gateways and model servers."""
+        horizon = now() - GATEWAY_TTL
+        for url in [u for u, seen in gateways.items() if seen < horizon]:
+            del gateways[url]
+        return JSONResponse(scrape_targets(str(request.base_url), list(gateways),
+                                           registry.servers_json(now())))
+
+    async def prometheus(request: Request) -> Response:
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "servers": len(registry.servers),
@@ -201,6 +228,8 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
         Route("/cell/servers/{server_id:path}/heartbeat", heartbeat, methods=["POST"]),
         Route("/cell/servers/{server_id:path}/failed", failed, methods=["POST"]),
         Route("/cell/routes", routes, methods=["GET"]),
+        Route("/prometheus/targets", prometheus_targets, methods=["GET"]),
+        Route("/metrics", prometheus, methods=["GET"]),
     ], lifespan=lifespan, exception_handlers={
         AdminError: on_admin_error, WireError: on_wire_error, NotFound: on_not_found,
         HTTPException: on_http_error, Exception: on_unexpected})

@@ -28,6 +28,12 @@ class GatewayConfig:
     """prefix_affinity: no replica takes more than this factor times the mean load."""
     max_body_bytes: int = 4 << 20
     request_timeout: float = 600.0
+    advertise: str | None = None
+    """URL the admin lists this gateway at for Prometheus discovery (default http://host:port)."""
+
+    @property
+    def advertised(self) -> str:
+        return self.advertise or f"http://{self.host}:{self.port}"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

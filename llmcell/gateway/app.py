@@ -14,6 +14,7 @@ import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from llmcell.config.gateway import GatewayConfig
@@ -21,9 +22,11 @@ from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.openai_routes import openai_routes
 from llmcell.gateway.saxml_routes import saxml_routes
 from llmcell.gateway.view import CellView
+from llmcell.metrics.gateway import GatewayMetrics, MetricsMiddleware
 from llmcell.protocol.saxml import SaxError
 from llmcell.router import make_policy
 from llmcell.server.http import openai_error_handlers
+from llmcell.server.metrics import CONTENT_TYPE
 
 
 def create_gateway_app(config: GatewayConfig) -> Starlette:
@@ -32,14 +35,18 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
         timeout=httpx.Timeout(config.request_timeout, connect=2.0),
         limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512))
     view = CellView(config, admin)
+    metrics = GatewayMetrics(config.policy)
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
-                          config.retries)
+                          config.retries, metrics.routed)
     sax, on_sax_error = saxml_routes(admin, view, forwarder, config.sax_compat,
                                      config.max_body_bytes)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "admin_reachable": view.admin_ok,
                              "models": {m: len(rs) for m, rs in view.view.models.items()}})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -52,9 +59,11 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
             await admin.aclose()
 
     app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]), *sax,
+        routes=[Route("/health", health, methods=["GET"]),
+                Route("/metrics", prometheus, methods=["GET"]), *sax,
                 *openai_routes(view, forwarder, config.max_body_bytes, config.prefix_chars)],
         lifespan=lifespan,
-        exception_handlers={SaxError: on_sax_error, **openai_error_handlers()})
+        exception_handlers={SaxError: on_sax_error, **openai_error_handlers()},
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics)])
     app.state.view = view
     return app

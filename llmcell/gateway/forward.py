@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import httpx
 
@@ -34,7 +34,11 @@ class Forwarded:
 
 class Forwarder:
     def __init__(self, view: CellView, policy: Policy, client: httpx.AsyncClient,
-                 admin: httpx.AsyncClient, retries: int) -> None:
+                 admin: httpx.AsyncClient, retries: int,
+                 on_route: Callable[[str, str, int], None] = lambda model, replica, attempt: None
+                 ) -> None:
+        self.on_route = on_route
+        """Told (model, replica, attempt) for every replica chosen: metrics count them."""
         self.view = view
         self.policy = policy
         self.client = client
@@ -67,6 +71,7 @@ class Forwarder:
             if not replicas:
                 break
             replica = self.policy(replicas, route)
+            self.on_route(model, replica.id, attempt)
             tried.add(replica.id)
             self.view.begin(replica.id)
             handed_off = False

@@ -41,6 +41,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         body = await read_json(request, max_body)
         req = (parse_chat if chat else parse_completion)(body)
         model = view.resolve(req.model)
+        request.state.model = model  # the metrics label: only published names get here
         key = hash64(prefix_text(body, chat)[:prefix_chars])
         path = "/v1/chat/completions" if chat else "/v1/completions"
         result = await forwarder.send(model, path, dict(body, model=model), req.stream, key)

@@ -100,6 +100,7 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
             await view.refresh()
         if req.model not in view.view.models:
             raise SaxError(404, f"model {req.model} is not published")
+        request.state.model = req.model
         chat = {"model": req.model, "messages": [{"role": "user", "content": req.query}],
                 "max_tokens": req.max_decode_steps, "temperature": req.temperature,
                 "top_p": req.top_p, "top_k": req.top_k, "logprobs": True}

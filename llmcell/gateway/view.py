@@ -31,7 +31,8 @@ class CellView:
 
     async def refresh(self) -> None:
         try:
-            r = await self.client.get("/cell/routes")
+            r = await self.client.get("/cell/routes",
+                                      headers={"X-Llmcell-Gateway": self.config.advertised})
             r.raise_for_status()
             self.view = RouteView.from_json(r.json())
             self.updated = time.monotonic()

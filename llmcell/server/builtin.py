@@ -168,12 +168,16 @@ class BuiltinBackend:
     async def _chat_stream(self, req, prompt, params, rid, created) -> AsyncIterator[bytes]:
         with_usage = req.include_usage
         model = self.model_name
-        for i in range(params.n):
-            yield event(R.chat_chunk(rid, created, model, {
-                "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                "finish_reason": None}, with_usage))
+        # The role chunks go out with the first token, not before prefill: the first byte then
+        # marks the real time to first token, and a gateway can still fail over until it.
+        roles = [event(R.chat_chunk(rid, created, model, {
+            "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+            "finish_reason": None}, with_usage)) for i in range(params.n)]
         final = None
         async for out in self._run(prompt, params, rid):
+            if final is None:
+                for chunk in roles:
+                    yield chunk
             final = out
             for o in out.outputs:
                 if not o.delta_text and (o.logprobs is None or not o.delta_logprobs):

@@ -6,15 +6,14 @@ when scraped; request histograms are derived from the timestamps the engine stam
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CollectorRegistry, Counter, Histogram, ProcessCollector,
+                               generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from llmcell.engine.outputs import RequestOutput
+from llmcell.metrics.buckets import LATENCY_BUCKETS, TOKEN_BUCKETS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
-                   10.0, 20.0, 40.0, 80.0)
-TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 class _EngineCollector:
@@ -77,6 +76,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         r = self.registry
+        ProcessCollector(registry=r)
         self.ttft = Histogram("llmcell:time_to_first_token_seconds", "Time to first token.",
                               labels, buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("llmcell:time_per_output_token_seconds",

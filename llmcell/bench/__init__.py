@@ -1,0 +1,1 @@
+"""`llmcell bench`: load against any OpenAI-compatible URL and a report with plots."""

@@ -1,0 +1,55 @@
+"""Admin metrics and Prometheus service discovery for the whole cell.
+
+`AdminCollector` reads the registry at scrape time: published models, wanted and active replicas
+per model, servers by state. `scrape_targets` answers Prometheus' `http_sd_configs`: the admin
+itself, every gateway that follows it (they announce themselves when they read the routing view)
+and every model server, labelled by component, server and the models it holds.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from prometheus_client.core import GaugeMetricFamily
+
+
+class AdminCollector:
+    def __init__(self, registry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        specs = self.registry.store.all()
+        published = GaugeMetricFamily("llmcell:published_models", "Models published in the cell.")
+        published.add_metric([], len(specs))
+        wanted = GaugeMetricFamily("llmcell:model_max_replicas",
+                                   "Replicas a published model asks for.", labels=["model"])
+        active = GaugeMetricFamily("llmcell:model_active_replicas",
+                                   "Replicas of a model ready to serve.", labels=["model"])
+        for spec in specs:
+            wanted.add_metric([spec.model], spec.replicas)
+            active.add_metric([spec.model], self.registry.active_replicas(spec.model))
+        servers = GaugeMetricFamily("llmcell:servers", "Model servers by state.",
+                                    labels=["state"])
+        servers.add_metric(["live"], len(self.registry.servers))
+        dead = GaugeMetricFamily("llmcell:servers_declared_dead",
+                                 "Servers declared dead since the admin started.")
+        dead.add_metric([], self.registry.dead_events)
+        yield from (published, wanted, active, servers, dead)
+
+
+def _host_port(url: str) -> str:
+    parts = urlsplit(url)
+    return parts.netloc or url
+
+
+def scrape_targets(admin: str, gateways: list[str], servers: list[dict]) -> list[dict]:
+    """http_sd target groups: [{"targets": ["host:port"], "labels": {...}}]."""
+    groups = [{"targets": [_host_port(admin)], "labels": {"component": "admin"}}]
+    groups += [{"targets": [_host_port(g)], "labels": {"component": "gateway"}}
+               for g in sorted(gateways)]
+    for s in sorted(servers, key=lambda s: s["id"]):
+        models = sorted({r["model"] for r in s.get("replicas", [])})
+        groups.append({"targets": [_host_port(s["address"])],
+                       "labels": {"component": "model-server", "server": s["id"],
+                                  "model": ",".join(models)}})
+    return groups
