@@ -66,7 +66,6 @@ def run_hf(checkpoint, workloads, dtype, budget_s: float) -> dict:
     from transformers import LlamaForCausalLM
 
     from llmcell.engine.loader.export import hf_state_dict
-    from llmcell.engine.loader.weights import Checkpoint  # noqa: F401
 
     with tempfile.TemporaryDirectory() as d:
         export_hf_dir(checkpoint, d, torch.float32)

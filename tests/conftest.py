@@ -31,3 +31,13 @@ def chat_prompt_ids(checkpoint):
         return tk.encode(rendered, add_special_tokens=False)
 
     return [encode(p) for p in PROMPTS]
+
+
+@pytest.fixture()
+def cell(tmp_path):
+    """A cell of real processes on loopback (tests/cell/conftest.py); stopped after the test."""
+    from tests.cell.conftest import Cell
+
+    c = Cell(tmp_path)
+    yield c
+    c.stop()

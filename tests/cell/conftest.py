@@ -8,7 +8,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from tests.server.conftest import free_port
 
@@ -118,10 +117,3 @@ class Cell:
     def stop(self) -> None:
         for p in reversed(self.procs):
             p.stop()
-
-
-@pytest.fixture()
-def cell(tmp_path):
-    c = Cell(tmp_path)
-    yield c
-    c.stop()

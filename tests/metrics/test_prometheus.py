@@ -15,7 +15,7 @@ import pytest
 
 from llmcell.metrics.buckets import LATENCY_BUCKETS
 from llmcell.metrics.dashboard import dashboard
-from tests.cell.conftest import SAX, cell  # noqa: F401  (the fixture)
+from tests.cell.conftest import SAX
 from tests.metrics.test_rules_and_dashboard import require
 from tests.server.conftest import free_port
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
 from openai import AsyncOpenAI
 
 from tests.server.conftest import MODEL

@@ -6,10 +6,26 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 
 _LOCK = threading.Lock()
+STALE_BUILD_LOCK_S = 300.0
+"""A build takes about a minute; a lock this old was left by a process killed mid-build, and
+torch would wait on it forever."""
+
+
+def _clear_stale_lock(name: str) -> None:
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_BUILD_LOCK_S:
+            lock.unlink()
+            print(f"llmcell: removed a stale kernel build lock ({lock})", file=sys.stderr)
+    except FileNotFoundError:
+        pass
 
 
 @lru_cache(maxsize=1)
@@ -18,6 +34,7 @@ def paged_decode_kernel():
         try:
             from torch.utils.cpp_extension import load
 
+            _clear_stale_lock("llmcell_paged_decode")
             source = Path(__file__).with_name("paged_decode.cpp")
             module = load(name="llmcell_paged_decode", sources=[str(source)],
                           extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
