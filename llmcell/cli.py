@@ -156,6 +156,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, engine=args.engine, upstream=args.upstream,
         served_model_name=args.served_model_name, max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue, drain_timeout=args.drain_timeout, admin=args.admin,
+        metrics=not args.no_metrics,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
         engine_config=engine_config(args))
     return run(config)
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to finish running requests after SIGTERM (default: 30)")
     s.add_argument("--admin", default=None,
                    help="join the cell of this admin URL and load the models it assigns")
+    s.add_argument("--no-metrics", action="store_true",
+                   help="record no request metrics (/metrics is empty); to measure their cost")
     s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")
     s.add_argument("--advertise", default=None,
                    help="URL the gateway reaches this server at (default: http://host:port)")

@@ -23,6 +23,8 @@ class ServerConfig:
     max_queue: int = 256
     """Requests that may wait for a batch slot; more get 429 with Retry-After."""
     drain_timeout: float = 30.0
+    metrics: bool = True
+    """Record request metrics and export them on /metrics (off only to measure their cost)."""
     """Seconds to finish running requests after SIGTERM before exiting."""
     upstream_poll_interval: float = 1.0
     admin: str | None = None

@@ -46,7 +46,7 @@ def make_backend(config: ServerConfig, metrics: ServerMetrics, assignment: Assig
 
 
 async def serve(config: ServerConfig, announce=None) -> None:
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(enabled=config.metrics)
     host = ModelHost()
 
     async def starting() -> None:

@@ -72,11 +72,13 @@ class _LoadCollector:
 
 
 class ServerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.registry = CollectorRegistry()
         labels = ["model_name"]
         r = self.registry
-        ProcessCollector(registry=r)
+        if enabled:
+            ProcessCollector(registry=r)
         self.ttft = Histogram("llmcell:time_to_first_token_seconds", "Time to first token.",
                               labels, buckets=LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("llmcell:time_per_output_token_seconds",
@@ -96,11 +98,15 @@ class ServerMetrics:
                             ["route", "status"], registry=r)
 
     def bind_engine(self, engine, model: str):
+        if not self.enabled:
+            return None
         collector = _EngineCollector(engine, model)
         self.registry.register(collector)
         return collector
 
     def bind_load(self, load_fn, model_fn):
+        if not self.enabled:
+            return None
         collector = _LoadCollector(load_fn, model_fn)
         self.registry.register(collector)
         return collector
@@ -112,7 +118,7 @@ class ServerMetrics:
 
     def observe_request(self, model: str, out: RequestOutput) -> None:
         m = out.metrics
-        if m is None:
+        if m is None or not self.enabled:
             return
         if m.first_token is not None:
             self.ttft.labels(model).observe(m.first_token - m.arrival)
