@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ import httpx
 from llmcell.bench.client import run_load
 from llmcell.bench.datasets import synthetic
 from llmcell.bench.report import summarize
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from llmcell.local_cell import free_port
 
 
 def start_server(metrics: bool) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+    port = free_port("127.0.0.1")
     cmd = [sys.executable, "-m", "llmcell.cli", "server", "--port", str(port),
            "--kv-cache-memory", "512MiB"] + ([] if metrics else ["--no-metrics"])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import re
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -25,15 +24,9 @@ import httpx
 from llmcell.bench.client import run_load
 from llmcell.bench.datasets import shared_prefix
 from llmcell.bench.report import summarize
-from llmcell.local_cell import CellPlan, LocalCell
+from llmcell.local_cell import CellPlan, LocalCell, free_port
 
 SAX = "/sax/test/smollm2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def counter(text: str, name: str) -> float:
@@ -42,8 +35,9 @@ def counter(text: str, name: str) -> float:
 
 
 def run_policy(policy: str, args, state_dir: Path) -> dict:
-    plan = CellPlan(servers=4, replicas=4, policy=policy, gateway_port=free_port(),
-                    admin_port=free_port(), state_path=state_dir / f"{policy}.sqlite3",
+    plan = CellPlan(servers=4, replicas=4, policy=policy, gateway_port=free_port("127.0.0.1"),
+                    admin_port=free_port("127.0.0.1"),
+                    state_path=state_dir / f"{policy}.sqlite3",
                     kv_cache_memory=256 << 20, server_memory=2 << 30, threads=args.threads)
     cell = LocalCell(plan)
     try:

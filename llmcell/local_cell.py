@@ -41,7 +41,7 @@ class CellPlan:
             raise ValueError(f"replicas={self.replicas} must be >= 1")
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -83,7 +83,7 @@ class LocalCell:
         _wait(self.admin_url + "/health", admin, "the admin")
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
         for i in range(p.servers):
-            port = _free_port(p.host)
+            port = free_port(p.host)
             self._spawn(f"server-{i}", "server", "--admin", self.admin_url, "--host", p.host,
                         "--port", str(port), "--server-id", f"server-{i}",
                         "--memory", str(p.server_memory), "--threads", str(per_server),

@@ -82,7 +82,7 @@ def admin(cell: Cell) -> list:
 def gateway(cell: Cell) -> list:
     c = cell.config
     args = ["gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT), "--admin",
-            cell.admin_url]
+            cell.admin_url, "--advertise", f"http://$(POD_IP):{GATEWAY_PORT}"]
     env, mounts, volumes = [], [], [SCRATCH[0]]
     if c.api_keys_secret:
         env.append(EnvVar.secret_ref("LLMCELL_API_KEYS", c.api_keys_secret, "api-keys"))

@@ -50,6 +50,16 @@ class _EngineCollector:
                       s.prefix_cache_queries)
         yield counter("llmcell:prefix_cache_hits", "Prompt tokens found in the prefix cache.",
                       s.prefix_cache_hits)
+        device = getattr(getattr(self.engine, "core", None), "device", None)
+        if device is not None and device.type == "cuda":
+            import torch
+
+            yield gauge("llmcell:accelerator_memory_used_bytes",
+                        "Accelerator memory held by this model (allocated by torch).",
+                        torch.cuda.memory_allocated(device))
+            yield gauge("llmcell:accelerator_memory_total_bytes",
+                        "Accelerator memory of the device.",
+                        torch.cuda.get_device_properties(device).total_memory)
 
 
 class _LoadCollector:
