@@ -60,6 +60,13 @@ class _EngineCollector:
             yield gauge("llmcell:accelerator_memory_total_bytes",
                         "Accelerator memory of the device.",
                         torch.cuda.get_device_properties(device).total_memory)
+            try:  # through NVML (the nvidia-ml-py package), when installed
+                busy = torch.cuda.utilization(device) / 100.0
+            except Exception:  # noqa: BLE001 - no NVML: the gauge is left out
+                busy = None
+            if busy is not None:
+                yield gauge("llmcell:accelerator_utilization",
+                            "Fraction of time the accelerator was busy (0-1), from NVML.", busy)
 
 
 class _LoadCollector:

@@ -148,6 +148,10 @@ def test_tokenize_detokenize(server):
 def test_health_ready_metrics(server):
     assert httpx.get(server.url + "/health").status_code == 200
     assert httpx.get(server.url + "/ready").json()["status"] == "ready"
+    # one request of its own, so the histograms have a series whatever ran before
+    r = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+        "model": "smollm2-135m-instruct", "messages": Q, "max_tokens": 2})
+    assert r.status_code == 200
     text = httpx.get(server.url + "/metrics").text
     for name in ("llmcell:num_requests_running", "llmcell:num_requests_waiting",
                  "llmcell:prompt_tokens_total", "llmcell:generation_tokens_total",
