@@ -22,6 +22,7 @@ from llmcell.engine.loader.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
 from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
+from llmcell.engine.parallel.tensor import TensorParallel
 from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
 from llmcell.engine.params import SamplingParams
 from llmcell.engine.runner import ModelRunner
@@ -42,7 +43,8 @@ class _Request:
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, checkpoint: Checkpoint | None = None) -> None:
+    def __init__(self, config: EngineConfig, checkpoint: Checkpoint | None = None,
+                 tp: TensorParallel | None = None) -> None:
         self.config = config
         torch.set_num_threads(config.resolved_threads)
         device = torch.device(config.device)
@@ -54,8 +56,8 @@ class EngineCore:
         self.model_config = checkpoint.config
         self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.model = LlamaModel(checkpoint.config, checkpoint.weights, dtype, device,
-                                config.quantization)
-        mc = checkpoint.config
+                                config.quantization, tp)
+        mc = self.model.config  # this rank's share of the heads under tensor parallelism
         per_block = mc.kv_bytes_per_token(torch.finfo(dtype).bits // 8) * config.block_size
         num_blocks = config.kv_cache_memory // per_block
         if num_blocks < 2:

@@ -7,6 +7,7 @@ from typing import Sequence as Seq
 
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.core import EngineCore
+from llmcell.engine.parallel.tensor import TensorParallel
 from llmcell.engine.loader.chat_template import render_chat
 from llmcell.engine.loader.weights import Checkpoint
 from llmcell.engine.outputs import RequestOutput
@@ -17,13 +18,14 @@ Prompt = str | list[int]
 
 class LLM:
     def __init__(self, model: str | None = None, config: EngineConfig | None = None,
-                 checkpoint: Checkpoint | None = None, **overrides):
+                 checkpoint: Checkpoint | None = None, tp: TensorParallel | None = None,
+                 **overrides):
         config = config or EngineConfig()
         if model is not None:
             overrides["model"] = model
         if overrides:
             config = replace(config, **overrides)
-        self.core = EngineCore(config, checkpoint)
+        self.core = EngineCore(config, checkpoint, tp)
         self.tokenizer = self.core.tokenizer
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:

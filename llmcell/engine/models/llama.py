@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from llmcell.engine.models.attention import AttentionMetadata, PagedKVCache, paged_attention
 from llmcell.engine.models.config import ModelConfig
 from llmcell.engine.models.linear import Linear
+from llmcell.engine.parallel.tensor import TensorParallel, shard_weights, split_range
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -40,7 +41,16 @@ class _Layer:
 
 class LlamaModel:
     def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
-                 device: torch.device, quantization: str | None = None) -> None:
+                 device: torch.device, quantization: str | None = None,
+                 tp: TensorParallel | None = None) -> None:
+        self.tp = tp if tp is not None and tp.size > 1 else None
+        self.full_vocab = config.vocab_size
+        self.vocab_range = (0, config.vocab_size)
+        self.vocab_sizes = [config.vocab_size]
+        if self.tp is not None:  # keep only this rank's slice of every layer
+            config, weights, self.vocab_range = shard_weights(config, weights, tp.rank, tp.size)
+            self.vocab_sizes = [b - a for a, b in (split_range(self.full_vocab, tp.size, r)
+                                                   for r in range(tp.size))]
         self.config = config
         self.dtype = dtype
         self.device = device
@@ -100,7 +110,7 @@ class LlamaModel:
         eps = c.rms_norm_eps
         h = c.hidden_size
         t = input_ids.shape[0]
-        x = F.embedding(input_ids, self.embed)
+        x = self._embed(input_ids)
         qk_heads = c.num_heads + c.num_kv_heads
         cos = self.cos[positions].unsqueeze(1)  # gathered once per step, used by every layer
         sin = self.sin[positions].unsqueeze(1)
@@ -113,15 +123,28 @@ class LlamaModel:
             k = qk[:, c.num_heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(t, c.num_kv_heads, c.head_dim)
             attn = paged_attention(q, k, v, cache.keys[i], cache.values[i], meta, self.scale)
-            x = x + layer.o(attn)
+            x = x + self._reduce(layer.o(attn))
             y = F.rms_norm(x, (h,), layer.post_norm, eps)
             gu = layer.gate_up(y)
             g, u = gu.chunk(2, dim=-1)
-            x = x + layer.down(F.silu(g) * u)
+            x = x + self._reduce(layer.down(F.silu(g) * u))
         return x
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm + LM head for the selected rows; float32 [N, vocab]."""
         y = F.rms_norm(hidden, (self.config.hidden_size,), self.norm, self.config.rms_norm_eps)
-        return self.lm_head(y).float()
+        logits = self.lm_head(y).float()
+        return logits if self.tp is None else self.tp.gather_last(logits, self.vocab_sizes)
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.tp is None:
+            return F.embedding(input_ids, self.embed)
+        start, end = self.vocab_range
+        outside = (input_ids < start) | (input_ids >= end)
+        x = F.embedding((input_ids - start).masked_fill(outside, 0), self.embed)
+        return self.tp.all_reduce(x.masked_fill(outside.unsqueeze(-1), 0.0))
+
+    def _reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """Sum the ranks' partial outputs of a row-split projection (identity on one rank)."""
+        return partial if self.tp is None else self.tp.all_reduce(partial)

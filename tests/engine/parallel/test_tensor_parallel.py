@@ -1,0 +1,74 @@
+"""Tensor parallelism over gloo: TP=2 and TP=3 give the single-process engine's greedy tokens and
+log-probabilities (fp32), and each rank holds about 1/size of the weights.
+
+Every rank runs its own process (as a group member would) and the same deterministic scheduler;
+only the model's collectives cross processes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from llmcell.config.engine import EngineConfig
+from llmcell.engine.llm import LLM
+from llmcell.engine.params import SamplingParams
+from llmcell.engine.parallel import TensorParallel, split_range
+from tests.conftest import PROMPTS
+from tests.server.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+CONFIG = EngineConfig(dtype="float32", threads=1, kv_cache_memory=64 << 20)
+PARAMS = SamplingParams(max_tokens=32, temperature=0.0, logprobs=5)
+
+
+def run(llm: LLM) -> dict:
+    outs = llm.generate([llm.apply_chat_template([{"role": "user", "content": p}])
+                         for p in PROMPTS], PARAMS)
+    return {"tokens": [o.outputs[0].token_ids for o in outs],
+            "logprobs": [[[lp for _, _, lp in t.top] for t in o.outputs[0].logprobs]
+                         for o in outs],
+            "weight_bytes": llm.core.model.weight_bytes()}
+
+
+def _rank(rank: int, size: int, port: int, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
+                                         rank=rank, world_size=size)
+    try:
+        result = run(LLM(config=CONFIG, tp=TensorParallel(rank, size)))
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(result, f)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def single():
+    return run(LLM(config=CONFIG))
+
+
+def test_split_range_is_uneven_and_covers_everything():
+    assert [split_range(3, 2, r) for r in range(2)] == [(0, 2), (2, 3)]
+    assert [split_range(1536, 3, r) for r in range(3)] == [(0, 512), (512, 1024), (1024, 1536)]
+    with pytest.raises(ValueError, match="rank=2"):
+        split_range(4, 2, 2)
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_tp_matches_one_process(size, single, tmp_path):
+    out = str(tmp_path / "rank")
+    mp.start_processes(_rank, args=(size, free_port(), out), nprocs=size, join=True,
+                       start_method="spawn")
+    results = [json.loads(open(f"{out}.{r}").read()) for r in range(size)]
+    for r in results:
+        assert r["tokens"] == single["tokens"]  # token-identical, every rank
+        for got, want in zip(r["logprobs"], single["logprobs"]):
+            assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
+    shares = [r["weight_bytes"] / single["weight_bytes"] for r in results]
+    print(f"TP={size}: weight bytes per rank / single process: "
+          + ", ".join(f"{s:.3f}" for s in shares))
+    assert all(s < 1.0 / size + 0.08 for s in shares), shares
