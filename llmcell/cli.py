@@ -149,16 +149,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from llmcell.config.server import ServerConfig
+    import os
+
+    from llmcell.config.server import GroupConfig, ServerConfig
     from llmcell.server.main import run
 
+    group = GroupConfig.from_env(os.environ, size=args.group_size, rank=args.group_rank,
+                                 leader=args.group_leader, port=args.group_port)
     config = ServerConfig(
         host=args.host, port=args.port, engine=args.engine, upstream=args.upstream,
         served_model_name=args.served_model_name, max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue, drain_timeout=args.drain_timeout, admin=args.admin,
         metrics=not args.no_metrics,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
-        engine_config=engine_config(args))
+        engine_config=engine_config(args), group=group)
     return run(config)
 
 
@@ -291,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to finish running requests after SIGTERM (default: 30)")
     s.add_argument("--admin", default=None,
                    help="join the cell of this admin URL and load the models it assigns")
+    s.add_argument("--group-size", type=int, default=None,
+                   help="processes in this model-server group (tensor parallel); default: "
+                        "$LWS_GROUP_SIZE or 1")
+    s.add_argument("--group-rank", type=int, default=None,
+                   help="this process's rank, 0 = leader; default: $LWS_WORKER_INDEX or 0")
+    s.add_argument("--group-leader", default=None,
+                   help="the leader's address; default: $LWS_LEADER_ADDRESS or 127.0.0.1")
+    s.add_argument("--group-port", type=int, default=None,
+                   help="rendezvous port on the leader; default: $LLMCELL_GROUP_PORT or 29500")
     s.add_argument("--no-metrics", action="store_true",
                    help="record no request metrics (/metrics is empty); to measure their cost")
     s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")

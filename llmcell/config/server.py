@@ -3,10 +3,51 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from llmcell.config.engine import EngineConfig
 
 ENGINES = ("builtin", "openai")
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """This process's place in a model-server group (LeaderWorkerSet's contract)."""
+
+    size: int = 1
+    rank: int = 0
+    """0 = the leader (schedules, serves HTTP); 1.. = workers (hold shards, run steps)."""
+    leader: str = "127.0.0.1"
+    """Address of the leader, where the rendezvous listens."""
+    port: int = 29500
+    timeout: float = 60.0
+    """Seconds to wait for the whole group at start-up, and for any collective."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.size <= 1024:
+            raise ValueError(f"group size={self.size} must be between 1 and 1024")
+        if not 0 <= self.rank < self.size:
+            raise ValueError(f"group rank={self.rank} must be in [0, {self.size})")
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"group port={self.port} is not a TCP port")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], size: int | None = None, rank: int | None = None,
+                 leader: str | None = None, port: int | None = None) -> "GroupConfig":
+        """LWS_GROUP_SIZE, LWS_WORKER_INDEX, LWS_LEADER_ADDRESS and LLMCELL_GROUP_PORT, each
+        overridden by the explicit value when one is given."""
+        def number(name: str, value: int | None, default: int) -> int:
+            if value is not None:
+                return value
+            try:
+                return int(env.get(name, default))
+            except ValueError:
+                raise ValueError(f"{name}={env[name]!r} is not an integer") from None
+
+        return cls(size=number("LWS_GROUP_SIZE", size, 1),
+                   rank=number("LWS_WORKER_INDEX", rank, 0),
+                   leader=leader or env.get("LWS_LEADER_ADDRESS", "127.0.0.1"),
+                   port=number("LLMCELL_GROUP_PORT", port, 29500))
 
 
 @dataclass(frozen=True)
@@ -23,9 +64,9 @@ class ServerConfig:
     max_queue: int = 256
     """Requests that may wait for a batch slot; more get 429 with Retry-After."""
     drain_timeout: float = 30.0
+    """Seconds to finish running requests after SIGTERM before exiting."""
     metrics: bool = True
     """Record request metrics and export them on /metrics (off only to measure their cost)."""
-    """Seconds to finish running requests after SIGTERM before exiting."""
     upstream_poll_interval: float = 1.0
     admin: str | None = None
     """Admin URL: join that cell and load the models it assigns (no model at start-up)."""
@@ -36,8 +77,14 @@ class ServerConfig:
     memory_bytes: int = 8 << 30
     """Memory this server offers the cell for replicas (weights + KV)."""
     engine_config: EngineConfig = field(default_factory=EngineConfig)
+    group: GroupConfig = field(default_factory=lambda: GroupConfig())
 
     def __post_init__(self) -> None:
+        if self.group.size > 1 and self.engine != "builtin":
+            raise ValueError("a group (group size > 1) runs the builtin engine only")
+        if self.group.size > 1 and self.admin is not None:
+            raise ValueError("a multi-process group cannot join a cell yet: serve one model with "
+                             "--model (without --admin)")
         if self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r} is not one of {ENGINES}")
         if self.engine == "openai" and not self.upstream:

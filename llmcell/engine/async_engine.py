@@ -66,6 +66,11 @@ class AsyncEngine:
     def is_alive(self) -> bool:
         return self._thread.is_alive() and self._error is None
 
+    @property
+    def failed(self) -> bool:
+        """The engine thread stopped on an error (not by shutdown)."""
+        return self._error is not None
+
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
         if self._error is not None:

@@ -22,6 +22,7 @@ from llmcell.engine.loader.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
 from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
+from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel
 from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
 from llmcell.engine.params import SamplingParams
@@ -70,8 +71,10 @@ class EngineCore:
         self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
                                    config.max_num_batched_tokens, self.max_model_len)
-        self.runner = ModelRunner(self.model, self.cache, config.seed,
-                                  self._decode_kernel(config, dtype, device))
+        leads_group = tp is not None and tp.size > 1 and tp.rank == 0
+        runner = LeaderRunner if leads_group else ModelRunner
+        self.runner = runner(self.model, self.cache, config.seed,
+                             self._decode_kernel(config, dtype, device))
         self.dtype = dtype
         self.device = device
         self.load_seconds = time.monotonic() - started

@@ -127,7 +127,6 @@ class ModelRunner:
         if plan.is_empty:
             return result
         input_ids, positions, meta, ordered = self.build_inputs(plan)
-        hidden = self.model.forward(input_ids, positions, meta, self.cache)
         sample_rows: list[int] = []
         rows: list[SamplingRow] = []
         row = 0
@@ -137,13 +136,22 @@ class ModelRunner:
                 sample_rows.append(row - 1)
                 s = c.seq
                 rows.append(SamplingRow(s.seq_id, s.params, s.prompt_token_ids, s.output_token_ids))
-        if not rows:
+        idx = torch.tensor(sample_rows, device=self.device) if rows else None
+        logits = self.run_model(input_ids, positions, meta, idx)
+        if logits is None:
             return result
-        idx = torch.tensor(sample_rows, device=self.device)
-        logits = self.model.logits(hidden.index_select(0, idx))
         for r, tok in zip(rows, self.sampler(logits, rows)):
             result.sampled[r.seq_id] = tok
         return result
+
+    def run_model(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                  meta: AttentionMetadata, sample_idx: torch.Tensor | None) -> torch.Tensor | None:
+        """The model's part of a step (what every rank of a group runs): logits of the rows to
+        sample, or None when no row samples."""
+        hidden = self.model.forward(input_ids, positions, meta, self.cache)
+        if sample_idx is None:
+            return None
+        return self.model.logits(hidden.index_select(0, sample_idx))
 
     def forward_logits(self, plan: SchedulerPlan) -> torch.Tensor:
         """Logits for every token of the plan (tests compare them with a reference model)."""

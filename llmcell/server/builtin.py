@@ -8,6 +8,7 @@ responses or SSE chunks. Leaving a stream early aborts the engine request, freei
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from typing import AsyncIterator
@@ -16,6 +17,7 @@ from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
 from llmcell.engine.core import EngineCore
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
+from llmcell.engine.parallel.group import LeaderRunner, init_group, leave_group
 from llmcell.engine.outputs import RequestOutput
 from llmcell.protocol.errors import APIError, invalid
 from llmcell.protocol.openai import ChatRequest, CompletionRequest, Sampling, usage
@@ -40,7 +42,7 @@ class BuiltinBackend:
     # ---- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        core = await loop.run_in_executor(None, EngineCore, self.config.engine_config)
+        core = await loop.run_in_executor(None, self._load)
         self.engine = AsyncEngine(core)
         self.max_model_len = core.max_model_len
         self._collector = self.metrics.bind_engine(self.engine, self.model_name)
@@ -48,12 +50,27 @@ class BuiltinBackend:
             pass
         self._ready = True
 
+    def _load(self) -> EngineCore:
+        """The engine; as a group's leader, after the whole group joined (workers load their
+        shards at the same time)."""
+        g = self.config.group
+        if g.size == 1:
+            return EngineCore(self.config.engine_config)
+        print(f"llmcell server: leading a group of {g.size}; waiting for the workers on "
+              f"{g.leader}:{g.port}...", file=sys.stderr, flush=True)
+        tp = init_group(0, g.size, g.leader, g.port, g.timeout)
+        return EngineCore(self.config.engine_config, None, tp)
+
     async def stop(self) -> None:
         self._ready = False
         self.metrics.unbind(self._collector)
         self._collector = None
         if self.engine is not None:
             self.engine.shutdown()
+            if isinstance(self.engine.core.runner, LeaderRunner):
+                if not self.engine.failed:
+                    self.engine.core.runner.stop_workers()  # the workers exit 0
+                leave_group()
 
     def load(self) -> Load:
         if self.engine is None:

@@ -103,6 +103,10 @@ async def serve(config: ServerConfig, announce=None) -> None:
 
 
 def run(config: ServerConfig) -> int:
+    if config.group.rank > 0:
+        from llmcell.server.group_worker import run_worker
+
+        return run_worker(config)
     # The engine thread and the event loop share the GIL; Python's default 5 ms switch interval
     # would make each arriving request wait for a whole slice of the engine's step.
     sys.setswitchinterval(0.0005)

@@ -1,0 +1,102 @@
+"""A model-server group of 2 processes (leader + worker) serving one tensor-parallel replica:
+the same greedy answers as one process, clean stop of both, and a dead worker turns into a clear
+503 instead of a hang."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from llmcell.config.server import GroupConfig
+from tests.server.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+QUESTIONS = ["What is the capital of France?", "List three colors."]
+
+
+def start(rank: int, size: int, group_port: int, http_port: int, log) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmcell.cli", "server", "--group-size", str(size),
+         "--group-rank", str(rank), "--group-port", str(group_port), "--port", str(http_port),
+         "--threads", "1", "--kv-cache-memory", "128MiB", "--dtype", "float32"],
+        stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture()
+def group(tmp_path):
+    group_port, http_port = free_port(), free_port()
+    log = open(tmp_path / "group.log", "w")
+    worker = start(1, 2, group_port, free_port(), log)
+    leader = start(0, 2, group_port, http_port, log)
+    url = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert leader.poll() is None and worker.poll() is None, (tmp_path / "group.log").read_text()
+        time.sleep(0.2)
+    yield url, leader, worker, tmp_path / "group.log"
+    for p in (leader, worker):
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    log.close()
+
+
+def answers(url: str) -> list[str]:
+    client = OpenAI(base_url=url + "/v1", api_key="unused")
+    return [client.chat.completions.create(
+        model="smollm2-135m-instruct", max_tokens=24, temperature=0,
+        messages=[{"role": "user", "content": q}]).choices[0].message.content for q in QUESTIONS]
+
+
+def test_group_answers_like_one_process_and_stops_together(group, checkpoint):
+    from llmcell.config.engine import EngineConfig
+    from llmcell.engine.llm import LLM
+    from llmcell.engine.params import SamplingParams
+
+    url, leader, worker, log = group
+    llm = LLM(config=EngineConfig(dtype="float32", threads=1), checkpoint=checkpoint)
+    expected = [o.outputs[0].text for o in llm.chat(
+        [[{"role": "user", "content": q}] for q in QUESTIONS],
+        SamplingParams(max_tokens=24, temperature=0))]
+    assert answers(url) == expected
+    assert "holding" in log.read_text() and "1 KV heads" in log.read_text()
+    leader.send_signal(signal.SIGTERM)
+    assert leader.wait(60) == 0
+    assert worker.wait(60) == 0  # told to stop by the leader
+
+
+def test_a_dead_worker_fails_requests_clearly_without_hanging(group):
+    url, leader, worker, _ = group
+    worker.kill()
+    worker.wait()
+    start = time.monotonic()
+    r = httpx.post(url + "/v1/chat/completions", timeout=90, json={
+        "model": "smollm2-135m-instruct", "max_tokens": 8,
+        "messages": [{"role": "user", "content": "Hi"}]})
+    assert r.status_code == 503, r.text
+    assert time.monotonic() - start < 70
+    assert httpx.get(url + "/ready", timeout=5).status_code == 503
+
+
+def test_group_config_reads_the_leaderworkerset_environment():
+    env = {"LWS_GROUP_SIZE": "4", "LWS_WORKER_INDEX": "2",
+           "LWS_LEADER_ADDRESS": "cell-ms-0.cell-ms.ns", "LLMCELL_GROUP_PORT": "29600"}
+    g = GroupConfig.from_env(env)
+    assert (g.size, g.rank, g.leader, g.port) == (4, 2, "cell-ms-0.cell-ms.ns", 29600)
+    assert GroupConfig.from_env(env, rank=0).rank == 0  # flags win
+    with pytest.raises(ValueError, match="rank=4"):
+        GroupConfig.from_env(env, rank=4)
+    with pytest.raises(ValueError, match="LWS_GROUP_SIZE='x'"):
+        GroupConfig.from_env({"LWS_GROUP_SIZE": "x"})
