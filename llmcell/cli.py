@@ -199,7 +199,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                         admin_port=args.admin_port, model=args.model, replicas=args.replicas,
                         state_path=Path(args.state) if args.state else
                         default_state_path().with_name("up.sqlite3"),
-                        policy=args.policy, threads=args.threads))
+                        policy=args.policy, threads=args.threads,
+                        group_size=args.group_size))
 
 
 def add_cell_parsers(sub) -> None:
@@ -253,6 +254,8 @@ def add_cell_parsers(sub) -> None:
                    choices=["round_robin", "least_load", "prefix_affinity"])
     u.add_argument("--threads", type=int, default=0,
                    help="CPU threads split across the servers; 0 = all cores")
+    u.add_argument("--group-size", type=int, default=1,
+                   help="processes per model server: a tensor-parallel group (default: 1)")
     u.set_defaults(func=cmd_up)
 
 

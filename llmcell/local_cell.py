@@ -33,12 +33,16 @@ class CellPlan:
     server_memory: int = 4 << 30
     policy: str = "least_load"
     threads: int = 0
+    group_size: int = 1
+    """Processes per model server (a tensor-parallel group: 1 leader + workers)."""
 
     def __post_init__(self) -> None:
         if self.servers < 1:
             raise ValueError(f"servers={self.servers} must be >= 1")
         if self.replicas < 1:
             raise ValueError(f"replicas={self.replicas} must be >= 1")
+        if not 1 <= self.group_size <= 16:
+            raise ValueError(f"group_size={self.group_size} must be between 1 and 16")
 
 
 def free_port(host: str) -> int:
@@ -76,7 +80,7 @@ class LocalCell:
     def start(self, say=print) -> None:
         p = self.plan
         cores = p.threads or os.cpu_count() or 1
-        per_server = max(1, cores // p.servers)
+        per_server = max(1, cores // (p.servers * p.group_size))
         admin = self._spawn("admin", "admin", "--host", p.host, "--port", str(p.admin_port),
                             "--state", str(p.state_path),
                             "--kv-reserve", str(p.kv_cache_memory))
@@ -84,11 +88,21 @@ class LocalCell:
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
         for i in range(p.servers):
             port = free_port(p.host)
+            group: list[str] = []
+            if p.group_size > 1:  # workers first: the leader waits for them at the rendezvous
+                group = ["--group-size", str(p.group_size), "--group-leader", p.host,
+                         "--group-port", str(free_port(p.host))]
+                for rank in range(1, p.group_size):
+                    self._spawn(f"worker-{i}-{rank}", "server", *group, "--group-rank",
+                                str(rank), "--port", str(free_port(p.host)), "--threads",
+                                str(per_server), "--kv-cache-memory", str(p.kv_cache_memory))
             self._spawn(f"server-{i}", "server", "--admin", self.admin_url, "--host", p.host,
                         "--port", str(port), "--server-id", f"server-{i}",
                         "--memory", str(p.server_memory), "--threads", str(per_server),
-                        "--kv-cache-memory", str(p.kv_cache_memory))
-            say(f"server-{i} http://{p.host}:{port}  ({per_server} CPU threads)")
+                        "--kv-cache-memory", str(p.kv_cache_memory), *group,
+                        *(["--group-rank", "0"] if group else []))
+            shape = (f", a group of {p.group_size} processes" if p.group_size > 1 else "")
+            say(f"server-{i} http://{p.host}:{port}  ({per_server} CPU threads{shape})")
         gateway = self._spawn("gateway", "gateway", "--admin", self.admin_url, "--host", p.host,
                               "--port", str(p.gateway_port), "--policy", p.policy)
         _wait(self.gateway_url + "/health", gateway, "the gateway")
@@ -123,8 +137,9 @@ class LocalCell:
                 raise RuntimeError(f"{name} exited with status {proc.returncode}")
 
     def stop(self) -> None:
-        """The gateway first (no new work), then the servers (they drain), then the admin."""
-        for stage in ("gateway", "server", "admin"):
+        """The gateway first (no new work), then the servers (they drain; a group's leader
+        stops its workers), then any worker left, then the admin."""
+        for stage in ("gateway", "server", "worker", "admin"):
             group = [proc for name, proc in self.procs if name.startswith(stage)]
             for proc in group:
                 if proc.poll() is None:

@@ -20,16 +20,18 @@ class GroupConfig:
     leader: str = "127.0.0.1"
     """Address of the leader, where the rendezvous listens."""
     port: int = 29500
-    timeout: float = 60.0
-    """Seconds to wait for the whole group at start-up, and for any collective."""
+    timeout: float = 5.0
+    """Seconds a member may stay silent before the leader declares the group broken."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.size <= 1024:
             raise ValueError(f"group size={self.size} must be between 1 and 1024")
         if not 0 <= self.rank < self.size:
             raise ValueError(f"group rank={self.rank} must be in [0, {self.size})")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"group port={self.port} is not a TCP port")
+        if not 1 <= self.port <= 65534:
+            raise ValueError(f"group port={self.port} is not a TCP port (port + 1 is used too)")
+        if self.timeout <= 0:
+            raise ValueError(f"group timeout={self.timeout} must be > 0 seconds")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], size: int | None = None, rank: int | None = None,
@@ -82,9 +84,6 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.group.size > 1 and self.engine != "builtin":
             raise ValueError("a group (group size > 1) runs the builtin engine only")
-        if self.group.size > 1 and self.admin is not None:
-            raise ValueError("a multi-process group cannot join a cell yet: serve one model with "
-                             "--model (without --admin)")
         if self.engine not in ENGINES:
             raise ValueError(f"engine={self.engine!r} is not one of {ENGINES}")
         if self.engine == "openai" and not self.upstream:

@@ -8,6 +8,7 @@ offline `LLM` from the caller's.
 from __future__ import annotations
 
 import itertools
+from functools import partial
 import time
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from llmcell.engine.loader.weights import Checkpoint, terminal_progress
 from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.parallel.group import LeaderRunner
-from llmcell.engine.parallel.tensor import TensorParallel
+from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor
 from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
 from llmcell.engine.params import SamplingParams
 from llmcell.engine.runner import ModelRunner
@@ -51,13 +52,18 @@ class EngineCore:
         device = torch.device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         started = time.monotonic()
+        presharded = False
         if checkpoint is None:
             progress = terminal_progress(f"loading {config.model}") if config.show_progress else None
-            checkpoint = load_checkpoint(config.model, progress)
+            keep = None
+            if tp is not None and tp.size > 1:  # read only this rank's slice of each tensor
+                presharded = True
+                keep = partial(shard_tensor, rank=tp.rank, size=tp.size)
+            checkpoint = load_checkpoint(config.model, progress, keep)
         self.model_config = checkpoint.config
         self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.model = LlamaModel(checkpoint.config, checkpoint.weights, dtype, device,
-                                config.quantization, tp)
+                                config.quantization, tp, presharded)
         mc = self.model.config  # this rank's share of the heads under tensor parallelism
         per_block = mc.kv_bytes_per_token(torch.finfo(dtype).bits // 8) * config.block_size
         num_blocks = config.kv_cache_memory // per_block

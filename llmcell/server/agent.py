@@ -42,7 +42,7 @@ class CellAgent:
         self.make_backend = make_backend
         models = ("*",) if config.engine == "builtin" else (config.model_name,)
         self.info = ServerInfo(config.server_id or address, address, config.engine,
-                               config.memory_bytes, 1, models)
+                               config.memory_bytes, config.group.size, models)
         self.replicas: dict[Assignment, _Replica] = {}
         self.interval = 1.0
         self.client = httpx.AsyncClient(base_url=config.admin.rstrip("/"), timeout=5.0)

@@ -17,7 +17,8 @@ from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
 from llmcell.engine.core import EngineCore
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
-from llmcell.engine.parallel.group import LeaderRunner, init_group, leave_group
+from llmcell.engine.parallel.group import (LeaderRunner, announce_load, announce_unload,
+                                           group_joined, join_group)
 from llmcell.engine.outputs import RequestOutput
 from llmcell.protocol.errors import APIError, invalid
 from llmcell.protocol.openai import ChatRequest, CompletionRequest, Sampling, usage
@@ -56,9 +57,11 @@ class BuiltinBackend:
         g = self.config.group
         if g.size == 1:
             return EngineCore(self.config.engine_config)
-        print(f"llmcell server: leading a group of {g.size}; waiting for the workers on "
-              f"{g.leader}:{g.port}...", file=sys.stderr, flush=True)
-        tp = init_group(0, g.size, g.leader, g.port, g.timeout)
+        if not group_joined():
+            print(f"llmcell server: leading a group of {g.size}; waiting for the workers on "
+                  f"{g.leader}:{g.port}...", file=sys.stderr, flush=True)
+        tp = join_group(0, g.size, g.leader, g.port, g.timeout)
+        announce_load(self.config.engine_config.model)
         return EngineCore(self.config.engine_config, None, tp)
 
     async def stop(self) -> None:
@@ -67,10 +70,11 @@ class BuiltinBackend:
         self._collector = None
         if self.engine is not None:
             self.engine.shutdown()
-            if isinstance(self.engine.core.runner, LeaderRunner):
-                if not self.engine.failed:
-                    self.engine.core.runner.stop_workers()  # the workers exit 0
-                leave_group()
+            if isinstance(self.engine.core.runner, LeaderRunner) and not self.engine.failed:
+                try:
+                    announce_unload()
+                except RuntimeError:
+                    pass  # a member is gone: the group is broken and restarts anyway
 
     def load(self) -> Load:
         if self.engine is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-from llmcell.engine.loader.weights import Checkpoint, Progress, load_gguf, load_hf_dir
+from llmcell.engine.loader.weights import Checkpoint, Keep, Progress, load_gguf, load_hf_dir
 
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
     # alias -> (distribution that ships it, file name inside it)
@@ -38,10 +38,11 @@ def resolve_model_path(model: str) -> Path:
     return path.resolve()
 
 
-def load_checkpoint(model: str, progress: Progress | None = None) -> Checkpoint:
+def load_checkpoint(model: str, progress: Progress | None = None,
+                    keep: Keep | None = None) -> Checkpoint:
     path = resolve_model_path(model)
     if path.is_dir():
-        return load_hf_dir(path, progress)
+        return load_hf_dir(path, progress, keep)
     if path.suffix.lower() != ".gguf":
         raise ValueError(f"{path}: expected a .gguf file or a Hugging Face model directory")
-    return load_gguf(path, progress)
+    return load_gguf(path, progress, keep)

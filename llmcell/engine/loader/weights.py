@@ -44,6 +44,8 @@ _HF_LAYER_NAMES = {
 }
 
 Progress = Callable[[int, int], None]
+Keep = Callable[["ModelConfig", str, torch.Tensor], torch.Tensor]
+"""Applied to each tensor as it is read (a tensor-parallel rank keeps only its slice)."""
 
 
 @dataclass
@@ -108,7 +110,8 @@ def gguf_model_config(f: GGUFFile) -> ModelConfig:
     )
 
 
-def load_gguf(path: Path, progress: Progress | None = None) -> Checkpoint:
+def load_gguf(path: Path, progress: Progress | None = None, keep: Keep | None = None
+              ) -> Checkpoint:
     f = GGUFFile(path)
     config = gguf_model_config(f)
     tokenizer = Tokenizer.from_gguf(f, path)
@@ -133,10 +136,10 @@ def load_gguf(path: Path, progress: Progress | None = None) -> Checkpoint:
         tensor = _dequantize(t, path)
         if n_head is not None and permuted:
             tensor = _unpermute_rope(tensor, n_head)
-        weights[ours] = tensor
+        weights[ours] = tensor if keep is None else keep(config, ours, tensor)
         if progress and (done % 16 == 0 or done == len(jobs)):
             progress(done, len(jobs))
-    _check_complete(weights, config, path)
+    _check_complete(weights, config, path, sharded=keep is not None)
     return Checkpoint(config, weights, tokenizer, path)
 
 
@@ -180,7 +183,8 @@ def hf_model_config(directory: Path) -> tuple[ModelConfig, list[int]]:
     ), eos_ids
 
 
-def load_hf_dir(directory: Path, progress: Progress | None = None) -> Checkpoint:
+def load_hf_dir(directory: Path, progress: Progress | None = None, keep: Keep | None = None
+                ) -> Checkpoint:
     from safetensors import safe_open
 
     config, eos_ids = hf_model_config(directory)
@@ -195,14 +199,15 @@ def load_hf_dir(directory: Path, progress: Progress | None = None) -> Checkpoint
                 for key in st.keys():
                     ours = _hf_name(key)
                     if ours is not None:
-                        weights[ours] = st.get_tensor(key).float()
+                        tensor = st.get_tensor(key).float()
+                        weights[ours] = tensor if keep is None else keep(config, ours, tensor)
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{file}: cannot read safetensors ({e})") from e
         if progress:
             progress(n, len(files))
     if "lm_head" not in weights and not config.tie_word_embeddings:
         raise ValueError(f"{directory}: lm_head.weight missing and embeddings are not tied")
-    _check_complete(weights, config, directory)
+    _check_complete(weights, config, directory, sharded=keep is not None)
     return Checkpoint(config, weights, tokenizer, directory)
 
 
@@ -220,7 +225,8 @@ def _hf_name(key: str) -> str | None:
     return None
 
 
-def _check_complete(weights: dict[str, torch.Tensor], config: ModelConfig, source: Path) -> None:
+def _check_complete(weights: dict[str, torch.Tensor], config: ModelConfig, source: Path,
+                    sharded: bool = False) -> None:
     required = ["embed", "norm"]
     for i in range(config.num_layers):
         required += [f"layers.{i}.{n}" for n in
@@ -228,6 +234,6 @@ def _check_complete(weights: dict[str, torch.Tensor], config: ModelConfig, sourc
     missing = [n for n in required if n not in weights]
     if missing:
         raise ValueError(f"{source}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}")
-    if tuple(weights["embed"].shape) != (config.vocab_size, config.hidden_size):
+    if not sharded and tuple(weights["embed"].shape) != (config.vocab_size, config.hidden_size):
         raise ValueError(f"{source}: embedding shape {tuple(weights['embed'].shape)} does not match "
                          f"vocab {config.vocab_size} x hidden {config.hidden_size}")

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from llmcell.engine.models.attention import AttentionMetadata, PagedKVCache, paged_attention
 from llmcell.engine.models.config import ModelConfig
 from llmcell.engine.models.linear import Linear
-from llmcell.engine.parallel.tensor import TensorParallel, shard_weights, split_range
+from llmcell.engine.parallel.tensor import (TensorParallel, local_config, shard_weights,
+                                            split_range, vocab_range)
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -42,13 +43,18 @@ class _Layer:
 class LlamaModel:
     def __init__(self, config: ModelConfig, weights: dict[str, torch.Tensor], dtype: torch.dtype,
                  device: torch.device, quantization: str | None = None,
-                 tp: TensorParallel | None = None) -> None:
+                 tp: TensorParallel | None = None, presharded: bool = False) -> None:
         self.tp = tp if tp is not None and tp.size > 1 else None
         self.full_vocab = config.vocab_size
         self.vocab_range = (0, config.vocab_size)
         self.vocab_sizes = [config.vocab_size]
         if self.tp is not None:  # keep only this rank's slice of every layer
-            config, weights, self.vocab_range = shard_weights(config, weights, tp.rank, tp.size)
+            if presharded:  # the loader sliced each tensor as it arrived
+                config, self.vocab_range = (local_config(config, tp.rank, tp.size),
+                                            vocab_range(config, tp.rank, tp.size))
+            else:
+                config, weights, self.vocab_range = shard_weights(config, weights, tp.rank,
+                                                                  tp.size)
             self.vocab_sizes = [b - a for a, b in (split_range(self.full_vocab, tp.size, r)
                                                    for r in range(tp.size))]
         self.config = config

@@ -2,33 +2,68 @@
 
 Only the leader schedules. `LeaderRunner` runs a step like `ModelRunner`, but first broadcasts the
 step's model inputs (token ids, positions, attention metadata, the rows to sample) to the workers;
-`serve_worker` is a worker's whole life: receive a step, run its shard of the model (the
-collectives inside meet the leader's), until the leader says stop or the group breaks. Workers
-never sample: the leader owns the scheduler, the sampler and every request.
+`serve_worker` is a worker's whole life: load the shard of the model the leader announces, run
+each step it broadcasts (the collectives inside meet the leader's), unload when told, until the
+leader says stop or the group breaks. Workers never sample: the leader owns the scheduler, the
+sampler and every request. One model at a time per group.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from datetime import timedelta
+from typing import Callable
 
 import torch
 
 from llmcell.engine.models.attention import AttentionMetadata
+from llmcell.engine.parallel.liveness import start_beating, watch
 from llmcell.engine.parallel.tensor import TensorParallel
 from llmcell.engine.runner import ModelRunner
 
 STOP = "stop"
 
 
-def init_group(rank: int, size: int, leader: str, port: int,
-               timeout_s: float = 60.0) -> TensorParallel:
-    """Join the group's process group (the leader hosts the rendezvous on `port`)."""
+IDLE_LIMIT = timedelta(days=7)
+"""How long a collective may wait: a worker waits for the leader's next step through idle hours;
+a dead member is found by the heartbeats (liveness.py), not by this timeout."""
+
+
+def init_group(rank: int, size: int, leader: str, port: int, timeout_s: float = 60.0,
+               on_dead: Callable[[int], None] | None = None) -> TensorParallel:
+    """Join the group's process group (the leader hosts the rendezvous on `port`) and start the
+    heartbeats: workers beat, the leader calls `on_dead(rank)` when one stops for `timeout_s`."""
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if rank == 0 and size > 1:
+        watch(leader, port, size, timeout_s, on_dead or _exit_on_dead)
     torch.distributed.init_process_group(
         backend, init_method=f"tcp://{leader}:{port}", rank=rank, world_size=size,
-        timeout=timedelta(seconds=timeout_s))
+        timeout=IDLE_LIMIT)
+    if rank > 0:
+        start_beating(leader, port, size, rank, timeout_s)
+    return TensorParallel(rank, size)
+
+
+def _exit_on_dead(rank: int) -> None:
+    """A group is one replica: without a member it cannot serve. The leader exits so that the
+    whole group restarts together (as LeaderWorkerSet's RecreateGroupOnPodRestart does); clients
+    of requests in flight see the connection drop and the gateway retries them elsewhere."""
+    print(f"llmcell server: group member {rank} stopped answering; leaving so the group restarts",
+          file=sys.stderr, flush=True)
+    os._exit(3)
+
+
+def group_joined() -> bool:
+    return torch.distributed.is_initialized()
+
+
+def join_group(rank: int, size: int, leader: str, port: int, timeout_s: float = 60.0
+               ) -> TensorParallel:
+    """The process group, joined on first use (a leader keeps it across model loads)."""
+    if not group_joined():
+        return init_group(rank, size, leader, port, timeout_s)
     return TensorParallel(rank, size)
 
 
@@ -38,7 +73,8 @@ def leave_group() -> None:
 
 
 def _send(message) -> None:
-    torch.distributed.broadcast_object_list([message], src=0)
+    if group_joined():  # after the group was left (process exit), there is no one to tell
+        torch.distributed.broadcast_object_list([message], src=0)
 
 
 def _receive():
@@ -60,12 +96,24 @@ class LeaderRunner(ModelRunner):
         _send(("step", input_ids, positions, _portable(meta), sample_idx))
         return super().run_model(input_ids, positions, meta, sample_idx)
 
-    def stop_workers(self) -> None:
-        _send(STOP)
+
+def announce_load(model: str) -> None:
+    """Leader: the workers load their shard of `model` now (as the leader loads its own)."""
+    _send(("load", model))
 
 
-def serve_worker(runner: ModelRunner) -> int:
-    """Run the leader's steps on this rank's shard until told to stop; the exit status."""
+def announce_unload() -> None:
+    _send(("unload",))
+
+
+def stop_workers() -> None:
+    _send(STOP)
+
+
+def serve_worker(load: Callable[[str], ModelRunner]) -> int:
+    """A worker's life: load the shards the leader announces, run its steps, until it says stop
+    (exit status 0) or the group breaks (1)."""
+    runner: ModelRunner | None = None
     steps = 0
     while True:
         try:
@@ -76,10 +124,28 @@ def serve_worker(runner: ModelRunner) -> int:
             return 1
         if message == STOP:
             return 0
-        _, input_ids, positions, meta, sample_idx = message
-        if meta.native_decode is not None:
-            meta = dataclasses.replace(meta, native_decode=dataclasses.replace(
-                meta.native_decode, kernel=runner.decode_kernel))
-        with torch.inference_mode():
-            runner.run_model(input_ids, positions, meta, sample_idx)
-        steps += 1
+        kind = message[0]
+        if kind == "load":
+            runner = None  # free the previous shard first
+            runner = load(message[1])
+        elif kind == "unload":
+            runner = None
+        elif kind == "step":
+            _, input_ids, positions, meta, sample_idx = message
+            if meta.native_decode is not None:
+                meta = dataclasses.replace(meta, native_decode=dataclasses.replace(
+                    meta.native_decode, kernel=runner.decode_kernel))
+            with torch.inference_mode():
+                runner.run_model(input_ids, positions, meta, sample_idx)
+            steps += 1
+
+
+def serve_worker_engine(engine_config, tp: TensorParallel) -> int:
+    """`serve_worker` with the built-in engine: each announced model is loaded (this rank's
+    shard) with `engine_config`."""
+    from llmcell.engine.core import EngineCore
+
+    def load(model: str) -> ModelRunner:
+        return EngineCore(dataclasses.replace(engine_config, model=model), None, tp).runner
+
+    return serve_worker(load)

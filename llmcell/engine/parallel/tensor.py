@@ -71,37 +71,51 @@ def _cols(w: torch.Tensor, start: int, end: int) -> torch.Tensor:
     return w[:, start:end].contiguous()
 
 
-def shard_weights(config: ModelConfig, weights: dict[str, torch.Tensor], rank: int,
-                  size: int) -> tuple[ModelConfig, dict[str, torch.Tensor], tuple[int, int]]:
-    """One rank's shape, weights and vocabulary range [start, end)."""
+def _ranges(config: ModelConfig, rank: int, size: int):
     if config.num_kv_heads < size:
         raise ValueError(f"tensor_parallel_size={size} is more than the model's "
                          f"{config.num_kv_heads} KV heads")
-    if config.intermediate_size < size:
-        raise ValueError(f"tensor_parallel_size={size} exceeds intermediate_size")
-    d = config.head_dim
     group = config.num_heads // config.num_kv_heads
     kv0, kv1 = split_range(config.num_kv_heads, size, rank)
-    q0, q1 = kv0 * group, kv1 * group
-    f0, f1 = split_range(config.intermediate_size, size, rank)
-    v0, v1 = split_range(config.vocab_size, size, rank)
-    out: dict[str, torch.Tensor] = {}
-    for name, w in weights.items():
-        key = name.rsplit(".", 1)[-1]
-        if key in ("q", "q_bias"):
-            out[name] = _rows(w, q0 * d, q1 * d)
-        elif key in ("k", "v", "k_bias", "v_bias"):
-            out[name] = _rows(w, kv0 * d, kv1 * d)
-        elif key == "o":
-            out[name] = _cols(w, q0 * d, q1 * d)
-        elif key in ("gate", "up"):
-            out[name] = _rows(w, f0, f1)
-        elif key == "down":
-            out[name] = _cols(w, f0, f1)
-        elif name in ("embed", "lm_head"):
-            out[name] = _rows(w, v0, v1)
-        else:  # norms: every rank needs them whole
-            out[name] = w
-    local = replace(config, num_heads=q1 - q0, num_kv_heads=kv1 - kv0,
-                    intermediate_size=f1 - f0)
-    return local, out, (v0, v1)
+    return ((kv0 * group, kv1 * group), (kv0, kv1),
+            split_range(config.intermediate_size, size, rank),
+            split_range(config.vocab_size, size, rank))
+
+
+def local_config(config: ModelConfig, rank: int, size: int) -> ModelConfig:
+    """The shape of one rank's shard."""
+    (q0, q1), (kv0, kv1), (f0, f1), _ = _ranges(config, rank, size)
+    return replace(config, num_heads=q1 - q0, num_kv_heads=kv1 - kv0, intermediate_size=f1 - f0)
+
+
+def vocab_range(config: ModelConfig, rank: int, size: int) -> tuple[int, int]:
+    return split_range(config.vocab_size, size, rank)
+
+
+def shard_tensor(config: ModelConfig, name: str, w: torch.Tensor, rank: int,
+                 size: int) -> torch.Tensor:
+    """Rank's slice of one checkpoint tensor (named as the loader names them). The loader calls
+    this as each tensor arrives, so a rank never holds the whole model."""
+    (q0, q1), (kv0, kv1), (f0, f1), (v0, v1) = _ranges(config, rank, size)
+    d = config.head_dim
+    key = name.rsplit(".", 1)[-1]
+    if key in ("q", "q_bias"):
+        return _rows(w, q0 * d, q1 * d)
+    if key in ("k", "v", "k_bias", "v_bias"):
+        return _rows(w, kv0 * d, kv1 * d)
+    if key == "o":
+        return _cols(w, q0 * d, q1 * d)
+    if key in ("gate", "up"):
+        return _rows(w, f0, f1)
+    if key == "down":
+        return _cols(w, f0, f1)
+    if name in ("embed", "lm_head"):
+        return _rows(w, v0, v1)
+    return w  # norms: every rank needs them whole
+
+
+def shard_weights(config: ModelConfig, weights: dict[str, torch.Tensor], rank: int,
+                  size: int) -> tuple[ModelConfig, dict[str, torch.Tensor], tuple[int, int]]:
+    """One rank's shape, weights and vocabulary range [start, end), from a whole checkpoint."""
+    out = {name: shard_tensor(config, name, w, rank, size) for name, w in weights.items()}
+    return local_config(config, rank, size), out, vocab_range(config, rank, size)
