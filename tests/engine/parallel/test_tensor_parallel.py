@@ -27,9 +27,21 @@ CONFIG = EngineConfig(dtype="float32", threads=1, kv_cache_memory=64 << 20)
 PARAMS = SamplingParams(max_tokens=32, temperature=0.0, logprobs=5)
 
 
-def run(llm: LLM) -> dict:
+def run(llm: LLM, logits_file: str) -> dict:
+    """Generate, keeping every step's logits (the rows sampled) as the runner returns them."""
+    steps = []
+    run_model = llm.core.runner.run_model
+
+    def capture(*args):
+        logits = run_model(*args)
+        if logits is not None:
+            steps.append(logits.clone())
+        return logits
+
+    llm.core.runner.run_model = capture
     outs = llm.generate([llm.apply_chat_template([{"role": "user", "content": p}])
                          for p in PROMPTS], PARAMS)
+    torch.save(steps, logits_file)
     return {"tokens": [o.outputs[0].token_ids for o in outs],
             "logprobs": [[[lp for _, _, lp in t.top] for t in o.outputs[0].logprobs]
                          for o in outs],
@@ -46,7 +58,7 @@ def _rank(rank: int, size: int, port: int, out: str) -> None:
             assert serve_worker_engine(CONFIG, tp) == 0
             return
         announce_load(CONFIG.model)
-        result = run(LLM(config=CONFIG, tp=tp))
+        result = run(LLM(config=CONFIG, tp=tp), f"{out}.logits")
         stop_workers()
         result["comm_calls"] = tp.comm_calls
         with open(f"{out}.{rank}", "w") as f:
@@ -56,8 +68,9 @@ def _rank(rank: int, size: int, port: int, out: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def single():
-    return run(LLM(config=CONFIG))
+def single(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("single") / "logits")
+    return dict(run(LLM(config=CONFIG), path), logits_file=path)
 
 
 def test_split_range_is_uneven_and_covers_everything():
@@ -74,6 +87,11 @@ def test_tp_matches_one_process(size, single, tmp_path):
                        start_method="spawn")
     leader = json.loads(open(f"{out}.0").read())
     assert leader["tokens"] == single["tokens"]  # token-identical
+    ours, want = torch.load(f"{out}.logits"), torch.load(single["logits_file"])
+    assert len(ours) == len(want) >= 32  # every step, all 5 prompts batched
+    worst = max((a - b).abs().max().item() for a, b in zip(ours, want))
+    print(f"TP={size}: largest logit difference over {len(ours)} steps: {worst:.2e}")
+    assert worst < 1e-4
     for got, want in zip(leader["logprobs"], single["logprobs"]):
         assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-4)
     assert leader["comm_calls"] > 0  # the steps really went through the group
