@@ -67,6 +67,10 @@ def test_group_answers_like_one_process_and_stops_together(group, checkpoint):
     from llmcell.engine.params import SamplingParams
 
     url, leader, worker, log = group
+    worker_url = f"http://127.0.0.1:{worker.args[worker.args.index('--port') + 1]}"
+    health = httpx.get(worker_url + "/ready", timeout=5)
+    assert health.status_code == 200 and health.json()["role"] == "worker"
+    assert health.json()["model"] == "smollm2-135m-instruct"
     llm = LLM(config=EngineConfig(dtype="float32", threads=1), checkpoint=checkpoint)
     expected = [o.outputs[0].text for o in llm.chat(
         [[{"role": "user", "content": q}] for q in QUESTIONS],
