@@ -8,7 +8,7 @@ forwarded with `model` set to the Sax path. Streams pass through as they arrive.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcell.gateway.forward import Forwarder
@@ -16,6 +16,7 @@ from llmcell.gateway.view import CellView
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
 from llmcell.server.http import read_json
+from llmcell.server.sse import EventStreamResponse
 
 
 def prefix_text(body: dict, chat: bool) -> str:
@@ -47,8 +48,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         result = await forwarder.send(model, path, dict(body, model=model), req.stream, key)
         headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts)}
         if result.stream is not None:
-            return StreamingResponse(result.stream, media_type="text/event-stream",
-                                     headers=dict(headers, **{"Cache-Control": "no-cache"}))
+            return EventStreamResponse(result.stream, headers=headers)
         return JSONResponse(result.body, result.status, headers=headers)
 
     async def chat(request: Request) -> Response:

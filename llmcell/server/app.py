@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcell.config.server import ServerConfig
@@ -24,6 +24,7 @@ from llmcell.server.backend import ModelBackend, Reply
 from llmcell.server.host import ModelHost
 from llmcell.server.http import openai_error_handlers, read_json
 from llmcell.server.metrics import CONTENT_TYPE, ServerMetrics
+from llmcell.server.sse import EventStreamResponse
 
 
 class ServerState:
@@ -61,8 +62,7 @@ async def reply_or_abort(request: Request, work) -> Reply:
 
 def to_response(reply: Reply) -> Response:
     if reply.stream is not None:
-        return StreamingResponse(reply.stream, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventStreamResponse(reply.stream, close=reply.close)
     return JSONResponse(reply.body, status_code=reply.status)
 
 

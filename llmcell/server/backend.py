@@ -8,7 +8,7 @@ another llmcell server) both implement it, so routes never know which one they t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Protocol
+from typing import AsyncIterator, Callable, Protocol
 
 from llmcell.protocol.openai import ChatRequest, CompletionRequest
 
@@ -25,11 +25,14 @@ class Load:
 
 @dataclass
 class Reply:
-    """A non-streaming answer (status + JSON) or a stream of SSE bytes."""
+    """A non-streaming answer (status + JSON) or a stream of SSE bytes. `close`, when given, runs
+    once the stream is over however it ended (it releases what the stream holds, e.g. aborts an
+    engine request submitted before the response began)."""
 
     status: int = 200
     body: dict | None = None
     stream: AsyncIterator[bytes] | None = None
+    close: Callable[[], None] | None = None
 
 
 class ModelBackend(Protocol):

@@ -15,6 +15,7 @@ from typing import AsyncIterator
 
 from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
+from llmcell.engine.async_engine import RequestStream
 from llmcell.engine.core import EngineCore
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
 from llmcell.engine.parallel.group import (LeaderRunner, announce_load, announce_unload,
@@ -141,14 +142,38 @@ class BuiltinBackend:
     async def _run(self, prompt: list[int], params: SamplingParams,
                    rid: str) -> AsyncIterator[RequestOutput]:
         """Engine outputs for one prompt, with metrics recorded when it finishes."""
-        last = None
+        stream = self._submit(prompt, params, rid)
         try:
-            async for out in self.engine.generate(prompt, params, rid):
-                last = out
+            async for out in self._outputs(stream):
                 yield out
         finally:
-            if last is not None and last.finished:
-                self.metrics.observe_request(self.model_name, last)
+            stream.close()
+
+    def _submit(self, prompt: list[int], params: SamplingParams, rid: str) -> RequestStream:
+        try:
+            return self.engine.submit(prompt, params, rid)
+        except EngineDeadError as e:
+            raise APIError(503, str(e)) from None
+
+    async def _outputs(self, stream: RequestStream) -> AsyncIterator[RequestOutput]:
+        last = None
+        async for out in stream:
+            last = out
+            yield out
+        if last is not None and last.finished:
+            self.metrics.observe_request(self.model_name, last)
+
+    def _streaming(self, body: AsyncIterator[bytes], streams: list[RequestStream]) -> Reply:
+        """A streamed reply over requests already submitted (prefill starts while the response
+        does): in flight until the response closes them."""
+        self._in_flight += 1
+
+        def close() -> None:
+            for stream in streams:
+                stream.close()
+            self._in_flight -= 1
+
+        return Reply(stream=self._guard(body), close=close)
 
     # ---- chat ----------------------------------------------------------------------------------------
     async def chat(self, req: ChatRequest, raw: dict) -> Reply:
@@ -159,7 +184,8 @@ class BuiltinBackend:
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if req.stream:
-            return Reply(stream=self._guard(self._chat_stream(req, prompt, params, rid, created)))
+            stream = self._submit(prompt, params, rid)
+            return self._streaming(self._chat_stream(req, stream, params, rid, created), [stream])
         self._in_flight += 1
         try:
             final = None
@@ -175,18 +201,15 @@ class BuiltinBackend:
                            "usage": usage(len(prompt), final.num_generated_tokens)})
 
     async def _guard(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Count the stream as in flight, and end it with an error event if the engine fails."""
-        self._in_flight += 1
+        """End the stream with an error event if the engine fails."""
         try:
             async for chunk in stream:
                 yield chunk
         except EngineDeadError as e:
             yield event(APIError(503, str(e)).body())
             yield DONE
-        finally:
-            self._in_flight -= 1
 
-    async def _chat_stream(self, req, prompt, params, rid, created) -> AsyncIterator[bytes]:
+    async def _chat_stream(self, req, stream, params, rid, created) -> AsyncIterator[bytes]:
         with_usage = req.include_usage
         model = self.model_name
         # The role chunks go out with the first token, not before prefill: the first byte then
@@ -195,10 +218,9 @@ class BuiltinBackend:
             "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
             "finish_reason": None}, with_usage)) for i in range(params.n)]
         final = None
-        async for out in self._run(prompt, params, rid):
-            if final is None:
-                for chunk in roles:
-                    yield chunk
+        async for out in self._outputs(stream):
+            # One write per step: the role chunks leave in the same write as the first tokens.
+            chunks = list(roles) if final is None else []
             final = out
             for o in out.outputs:
                 if not o.delta_text and (o.logprobs is None or not o.delta_logprobs):
@@ -207,7 +229,9 @@ class BuiltinBackend:
                           "delta": {"content": o.delta_text} if o.delta_text else {},
                           "logprobs": R.chat_logprobs(o.delta_logprobs)
                           if o.logprobs is not None else None, "finish_reason": None}
-                yield event(R.chat_chunk(rid, created, model, choice, with_usage))
+                chunks.append(event(R.chat_chunk(rid, created, model, choice, with_usage)))
+            if chunks:
+                yield b"".join(chunks)
         for o in final.outputs:  # the closing chunk carries each choice's finish_reason
             yield event(R.chat_chunk(rid, created, model, {
                 "index": o.index, "delta": {}, "logprobs": None,
@@ -215,7 +239,8 @@ class BuiltinBackend:
         if with_usage:
             yield event({"id": rid, "object": "chat.completion.chunk", "created": created,
                          "model": model, "choices": [],
-                         "usage": usage(len(prompt), final.num_generated_tokens)})
+                         "usage": usage(len(final.prompt_token_ids),
+                                        final.num_generated_tokens)})
         yield DONE
 
     # ---- completions ---------------------------------------------------------------------------------
@@ -228,8 +253,17 @@ class BuiltinBackend:
         created = int(time.time())
         echoes = [self.engine.tokenizer.decode(p) if req.echo else "" for p in prompts]
         if req.stream:
-            return Reply(stream=self._guard(
-                self._completion_stream(req, prompts, params, echoes, rid, created)))
+            streams = []
+            try:
+                for i, (p, q) in enumerate(zip(prompts, params)):
+                    streams.append(self._submit(p, q, f"{rid}-{i}"))
+            except BaseException:
+                for stream in streams:
+                    stream.close()
+                raise
+            body = self._completion_stream(req, streams, sum(len(p) for p in prompts), echoes,
+                                           rid, created)
+            return self._streaming(body, streams)
         self._in_flight += 1
         try:
             finals = await asyncio.gather(*[self._last(p, q, f"{rid}-{i}")
@@ -252,7 +286,7 @@ class BuiltinBackend:
             final = out
         return final
 
-    async def _completion_stream(self, req, prompts, params, echoes, rid,
+    async def _completion_stream(self, req, streams, prompt_tokens, echoes, rid,
                                  created) -> AsyncIterator[bytes]:
         queue: asyncio.Queue = asyncio.Queue()
         n = req.sampling.n
@@ -260,14 +294,14 @@ class BuiltinBackend:
 
         async def pump(i: int) -> None:
             try:
-                async for out in self._run(prompts[i], params[i], f"{rid}-{i}"):
+                async for out in self._outputs(streams[i]):
                     await queue.put((i, out))
             except BaseException as e:  # delivered to the consumer, which re-raises it
                 await queue.put((i, e))
             finally:
                 await queue.put((i, None))
 
-        tasks = [asyncio.create_task(pump(i)) for i in range(len(prompts))]
+        tasks = [asyncio.create_task(pump(i)) for i in range(len(streams))]
         try:
             if req.echo:
                 for i, text in enumerate(echoes):
@@ -295,7 +329,7 @@ class BuiltinBackend:
             if with_usage:
                 yield event({"id": rid, "object": "text_completion", "created": created,
                              "model": model, "choices": [],
-                             "usage": usage(sum(len(p) for p in prompts), generated)})
+                             "usage": usage(prompt_tokens, generated)})
             yield DONE
         finally:
             for t in tasks:

@@ -127,5 +127,16 @@ def run(config: ServerConfig) -> int:
         else:
             print("llmcell server: ready", file=sys.stderr, flush=True)
 
-    asyncio.run(serve(config, announce))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(config, announce))
     return 0
+
+
+def event_loop_factory():
+    """uvloop where it is installed (Linux, macOS: a faster loop, as uvicorn and vLLM use), else
+    asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -205,3 +205,65 @@ def test_async_engine_does_not_block_the_event_loop(checkpoint):
     finally:
         engine.shutdown()
     assert ticks >= 0.3 * elapsed / 0.005, (ticks, elapsed)
+
+
+def test_submitted_request_closed_unread_is_aborted(checkpoint):
+    """A server submits before its response starts; a stream closed before it was read (the
+    client left first) must free its blocks, not run on unseen."""
+    engine = AsyncEngine(EngineCore(EngineConfig(kv_cache_memory=64 << 20), checkpoint))
+    bm = engine.core.block_manager
+
+    async def scenario():
+        ids = engine.tokenizer.encode("Tell me everything about the ocean.")
+        stream = engine.submit(ids, SamplingParams(max_tokens=500, ignore_eos=True), "unread")
+        await asyncio.sleep(0.3)  # the engine has taken it and is generating
+        assert engine.core.num_requests == 1
+        stream.close()
+        stream.close()  # twice is harmless
+        for _ in range(100):
+            if engine.core.num_requests == 0 and bm.num_free_blocks == bm.num_blocks:
+                break
+            await asyncio.sleep(0.02)
+        assert engine.core.num_requests == 0 and bm.num_free_blocks == bm.num_blocks
+        assert [out async for out in stream] == []  # a closed stream ends at once
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.shutdown()
+
+
+def test_a_burst_at_an_idle_engine_is_prefilled_as_one_batch(checkpoint):
+    """Requests submitted a little apart (as a server reads them) while the engine is idle go into
+    the same first step; with the engine busy, nothing is held."""
+    engine = AsyncEngine(EngineCore(EngineConfig(kv_cache_memory=64 << 20), checkpoint))
+    tk = engine.tokenizer
+
+    async def first_token_times(count: int, tag: str, gap: float) -> list[float]:
+        params = SamplingParams(max_tokens=2, ignore_eos=True)
+        streams = []
+        for i in range(count):
+            ids = tk.encode(f"Question {tag} {i}: name a color.")
+            streams.append(engine.submit(ids, params, f"{tag}{i}"))
+            if i % 2:  # two per loop turn, then a short pause: the burst is still arriving
+                await asyncio.sleep(gap)
+        firsts = []
+        for s in streams:
+            async for out in s:
+                if out.metrics.first_token is not None:
+                    firsts.append(out.metrics.first_token)
+                    break
+            s.close()
+        return firsts
+
+    async def scenario():
+        together = await first_token_times(6, "b", 0.0005)
+        assert len(set(together)) == 1, together  # one step produced every first token
+        # The same pattern with pauses longer than BURST_GAP is not a burst any more.
+        apart = await first_token_times(4, "s", 0.2)
+        assert len(set(apart)) > 1, apart
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        engine.shutdown()
