@@ -120,7 +120,8 @@ class CellRegistry:
     def routes(self) -> RouteView:
         models = {}
         for spec in self.store.all():
-            models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting)
+            models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting,
+                                          r.max_model_len)
                                   for rec, r in self._ready(spec.model)]
         return RouteView(self.version, models)
 

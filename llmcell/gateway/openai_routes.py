@@ -57,12 +57,17 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
     async def completions(request: Request) -> Response:
         return await generate(request, False)
 
+    def card(model: str) -> dict:
+        """The smallest context window among the model's replicas: what every one accepts."""
+        lengths = [r.max_model_len for r in view.view.models.get(model, []) if r.max_model_len]
+        return model_card(model, created, min(lengths, default=0))
+
     async def models(request: Request) -> Response:
-        cards = [model_card(m, created, 0) for m, rs in sorted(view.view.models.items()) if rs]
+        cards = [card(m) for m, rs in sorted(view.view.models.items()) if rs]
         return JSONResponse({"object": "list", "data": cards})
 
     async def model(request: Request) -> Response:
-        return JSONResponse(model_card(view.resolve(request.path_params["model_id"]), created, 0))
+        return JSONResponse(card(view.resolve(request.path_params["model_id"])))
 
     return [
         Route("/v1/chat/completions", chat, methods=["POST"]),

@@ -54,6 +54,8 @@ class ReplicaReport:
     error: str = ""
     running: int = 0
     waiting: int = 0
+    max_model_len: int = 0
+    """The replica's context window in tokens (0 until it is loaded, or when unknown)."""
 
     @property
     def assignment(self) -> Assignment:
@@ -69,7 +71,8 @@ class ReplicaReport:
             raise WireError(f"field 'state' must be one of ready/loading/failed, got {state!r}")
         return cls(_get(data, "model", str), _get(data, "model_path", str),
                    _get(data, "checkpoint", str), state, str(data.get("error", "")),
-                   int(data.get("running", 0)), int(data.get("waiting", 0)))
+                   int(data.get("running", 0)), int(data.get("waiting", 0)),
+                   int(data.get("max_model_len", 0)))
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Replica:
     address: str
     running: int = 0
     waiting: int = 0
+    max_model_len: int = 0
 
 
 @dataclass

@@ -54,7 +54,7 @@ class CellAgent:
             load = r.backend.load()
             out.append(ReplicaReport(r.assignment.model, r.assignment.model_path,
                                      r.assignment.checkpoint, r.state, r.error, load.running,
-                                     load.waiting).to_json())
+                                     load.waiting, r.backend.max_model_len).to_json())
         return out
 
     async def run(self) -> None:

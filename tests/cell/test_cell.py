@@ -44,7 +44,10 @@ def test_publish_generate_chat_unpublish_in_both_dialects(cell):
         model="smollm2", messages=[{"role": "user", "content": "Count to three."}],
         max_tokens=8, stream=True))
     assert chunks[-1].choices[0].finish_reason == "length"
-    assert [m.id for m in client.models.list().data] == [SAX]
+    models = client.models.list().data
+    assert [m.id for m in models] == [SAX]
+    assert models[0].max_model_len == 2048  # the replicas' context window (--max-model-len)
+    assert client.models.retrieve("smollm2").max_model_len == 2048
     done = client.completions.create(model="smollm2", prompt="The sky is", max_tokens=4)
     assert done.choices[0].text
 
