@@ -160,7 +160,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, engine=args.engine, upstream=args.upstream,
         served_model_name=args.served_model_name, max_body_bytes=args.max_body_bytes,
         max_queue=args.max_queue, drain_timeout=args.drain_timeout, admin=args.admin,
-        metrics=not args.no_metrics,
+        metrics=not args.no_metrics, engine_process=not args.engine_in_process,
+        engine_nice=args.engine_nice,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
         engine_config=engine_config(args), group=group)
     return run(config)
@@ -309,6 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rendezvous port on the leader; default: $LLMCELL_GROUP_PORT or 29500")
     s.add_argument("--no-metrics", action="store_true",
                    help="record no request metrics (/metrics is empty); to measure their cost")
+    s.add_argument("--engine-in-process", action="store_true",
+                   help="run the builtin engine on a thread of this process instead of a process "
+                        "of its own (HTTP and the engine then share the GIL)")
+    s.add_argument("--engine-nice", type=int, default=5,
+                   help="CPU priority of the engine process below the server's, 0-19 "
+                        "(default: %(default)s)")
     s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")
     s.add_argument("--advertise", default=None,
                    help="URL the gateway reaches this server at (default: http://host:port)")

@@ -67,6 +67,14 @@ class ServerConfig:
     """Requests that may wait for a batch slot; more get 429 with Retry-After."""
     drain_timeout: float = 30.0
     """Seconds to finish running requests after SIGTERM before exiting."""
+    engine_process: bool = True
+    """Run the builtin engine's core in a process of its own (the HTTP event loop and the engine's
+    steps then never wait for each other's GIL); False keeps it on a thread of this process. A
+    group of several hosts (group size > 1) always keeps it in process."""
+    engine_nice: int = 5
+    """How much lower the engine process's CPU priority is than the server's (0-19): where they
+    share cores, requests are read and tokens written without waiting for the engine's threads
+    to yield a time slice. The engine still gets the cores whenever the server is idle."""
     metrics: bool = True
     """Record request metrics and export them on /metrics (off only to measure their cost)."""
     upstream_poll_interval: float = 1.0
@@ -98,6 +106,8 @@ class ServerConfig:
             raise ValueError(f"memory_bytes={self.memory_bytes} must be positive")
         if self.admin is not None and not self.admin.startswith(("http://", "https://")):
             raise ValueError(f"admin={self.admin!r} must be an http(s) URL")
+        if not 0 <= self.engine_nice <= 19:
+            raise ValueError(f"engine_nice={self.engine_nice} must be in [0, 19]")
         if self.drain_timeout < 0:
             raise ValueError(f"drain_timeout={self.drain_timeout} must be >= 0")
 

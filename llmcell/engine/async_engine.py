@@ -1,19 +1,22 @@
-"""Async engine: the engine core runs in its own thread; asyncio callers stream its outputs.
+"""Async engine: asyncio callers submit requests and stream their outputs while the engine core
+steps elsewhere: on a thread of this process (`AsyncEngine`) or in a process of its own
+(`ProcessEngine`, engine/process.py). `EngineClient` is the event-loop side both share.
 
 `submit()` validates the request in the caller (so bad input fails at once), queues it for the
-engine thread at once and returns a `RequestStream` of `RequestOutput`s as tokens arrive; closing the
+engine at once and returns a `RequestStream` of `RequestOutput`s as tokens arrive; closing the
 stream before it ends (e.g. a client disconnect) aborts the request, freeing its blocks at the next
 step boundary. `generate()` is the same as an async generator that closes its stream itself. A
 server submits before it starts its response, so prefill overlaps with sending the headers.
 
-Requests submitted in the same turn of the event loop reach the engine thread together (one
-hand-off, at the loop's next turn), so a lone request waits only for the current turn to end
-(microseconds). When several arrive in one turn while the engine is idle, that is a burst still
-being read: the hand-off then waits until no request has come for `BURST_GAP` (at most
-`BURST_LIMIT` in all), so the whole burst is prefilled as one batch. Otherwise the first few would
-run a step of their own and the rest would wait for it: a whole step (~50-100 ms on a small CPU)
-instead of the few milliseconds the server needs to read the rest. The engine thread never blocks the event loop: outputs cross over with
-`loop.call_soon_threadsafe`. If a step raises, every in-flight request fails with that error.
+Requests submitted in the same turn of the event loop reach the engine together (one hand-off, at
+the loop's next turn), so a lone request waits only for the current turn to end (microseconds).
+When several arrive in one turn while the engine is idle, that is a burst still being read: the
+hand-off then waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so
+the whole burst is prefilled as one batch. Otherwise the first few would run a step of their own
+and the rest would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few
+milliseconds the server needs to read the rest. The engine never blocks the event loop: a thread's
+outputs cross over with `loop.call_soon_threadsafe`, a step's outputs in one wake-up. If a step
+raises, every in-flight request fails with that error.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import time
 from typing import AsyncIterator
 
 from llmcell.config.engine import EngineConfig
-from llmcell.engine.core import EngineCore
+from llmcell.engine.core import EngineCore, check_request
 from llmcell.engine.outputs import RequestOutput
 from llmcell.engine.params import SamplingParams
 from llmcell.engine.stats import EngineStats
@@ -82,55 +85,89 @@ class RequestStream:
         self._engine._forget(self.request_id, abort)
 
 
+def apply_command(core: EngineCore, cmd: tuple, errors: list) -> list[RequestOutput]:
+    """Apply an "add", "abort" or "batch" command to `core` (in the engine's own thread or
+    process); returns the final outputs of aborted requests, and appends `(request_id, error)` to
+    `errors` for adds the core refused."""
+    kind, outputs = cmd[0], []
+    if kind == "batch":
+        for one in cmd[1]:
+            outputs += apply_command(core, one, errors)
+    elif kind == "add":
+        _, rid, ids, params, arrival = cmd
+        try:
+            core.add_request(rid, ids, params, arrival)
+        except ValueError as e:
+            errors.append((rid, e))
+    elif kind == "abort":
+        out = core.abort(cmd[1])
+        if out is not None:
+            outputs.append(out)
+    return outputs
+
+
+def delivery_order(outputs: list[RequestOutput]) -> list[RequestOutput]:
+    """A step's outputs in the order their streams are woken (a server writes their chunks in
+    that order, one socket after another): first tokens first, since time to first token is what
+    waiting users feel; requests that finished last, since a client that reads its answer often
+    sends its next request at once, which is then read after this step's chunks are out rather
+    than queued behind them."""
+    def rank(out: RequestOutput) -> int:
+        if out.finished:
+            return 2
+        first = any(o.delta_token_ids and len(o.token_ids) == len(o.delta_token_ids)
+                    for o in out.outputs)
+        return 0 if first else 1
+
+    return sorted(outputs, key=rank)
+
+
 def _hand_over(items: list) -> None:
     for stream, out in items:
         stream._queue.put_nowait(out)
 
 
-class AsyncEngine:
-    def __init__(self, core: EngineCore) -> None:
-        self.core = core
-        self.tokenizer = core.tokenizer
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+class EngineClient:
+    """The event-loop side of an engine: request streams, the batched hand-off (with the burst
+    hold) and aborts. Subclasses carry commands to the engine core and outputs back: `AsyncEngine`
+    to a thread of this process, `ProcessEngine` (engine/process.py) to a process of its own."""
+
+    def __init__(self, tokenizer, max_model_len: int, vocab_size: int, stats: EngineStats) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.vocab_size = vocab_size
         self._pending: list[tuple] | None = None  # commands not yet handed off (see _send)
         self._pending_since = 0.0
         self._hand_off: asyncio.Handle | None = None
         self._streams: dict[str, RequestStream] = {}
         self._lock = threading.Lock()
-        self._stats = core.stats()
+        self._stats = stats
         self._error: BaseException | None = None
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="llmcell-engine", daemon=True)
-        self._thread.start()
 
-    @classmethod
-    def from_config(cls, config: EngineConfig) -> "AsyncEngine":
-        return cls(EngineCore(config))
+    # ---- what a transport provides ----------------------------------------------------------------
+    def _post(self, cmd: tuple) -> None:
+        """Carry one command ("batch" of adds/aborts, or "abort") to the engine core."""
+        raise NotImplementedError
+
+    def _check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        check_request(prompt_token_ids, params, self.vocab_size, self.max_model_len)
 
     # ---- public API ---------------------------------------------------------------------------------
-    @property
-    def max_model_len(self) -> int:
-        return self.core.max_model_len
-
     def stats(self) -> EngineStats:
         return self._stats
 
     @property
-    def is_alive(self) -> bool:
-        return self._thread.is_alive() and self._error is None
-
-    @property
     def failed(self) -> bool:
-        """The engine thread stopped on an error (not by shutdown)."""
+        """The engine stopped on an error (not by shutdown)."""
         return self._error is not None
 
     def submit(self, prompt_token_ids: list[int], params: SamplingParams,
                request_id: str) -> RequestStream:
-        """Queue a request for the engine thread now; its outputs arrive on the returned stream,
-        which the caller must iterate to the end or `close()`. Call from the event loop."""
+        """Queue a request for the engine now; its outputs arrive on the returned stream, which
+        the caller must iterate to the end or `close()`. Call from the event loop."""
         if self._error is not None:
             raise EngineDeadError(f"engine failed: {self._error}")
-        self.core.check_request(prompt_token_ids, params)
+        self._check(prompt_token_ids, params)
         stream = RequestStream(self, request_id, asyncio.get_running_loop())
         with self._lock:
             if request_id in self._streams:
@@ -156,7 +193,7 @@ class AsyncEngine:
 
     def _flush(self) -> None:
         batch, self._pending, self._hand_off = self._pending, None, None
-        self._commands.put(("batch", batch))
+        self._post(("batch", batch))
 
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
@@ -176,7 +213,41 @@ class AsyncEngine:
         if self._pending is not None:
             self._pending.append(("abort", request_id))
         else:
-            self._commands.put(("abort", request_id))
+            self._post(("abort", request_id))
+
+    def _fail_all(self, err: BaseException) -> None:
+        """Every request in flight ends with `err` (the engine is gone)."""
+        with self._lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            stream.put(err)
+
+
+class AsyncEngine(EngineClient):
+    """The engine core on a thread of this process."""
+
+    def __init__(self, core: EngineCore) -> None:
+        super().__init__(core.tokenizer, core.max_model_len, core.model_config.vocab_size,
+                         core.stats())
+        self.core = core
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="llmcell-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "AsyncEngine":
+        return cls(EngineCore(config))
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and self._error is None
+
+    def _post(self, cmd: tuple) -> None:
+        self._commands.put(cmd)
+
+    def _check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        self.core.check_request(prompt_token_ids, params)
 
     def abort(self, request_id: str) -> None:
         self._commands.put(("abort", request_id))
@@ -186,22 +257,16 @@ class AsyncEngine:
         self._commands.put(("stop",))
         self._thread.join(timeout)
 
+    async def aclose(self, timeout: float = 5.0) -> None:
+        self.shutdown(timeout)
+
     # ---- engine thread ------------------------------------------------------------------------------
     def _handle(self, cmd: tuple) -> None:
-        kind = cmd[0]
-        if kind == "batch":
-            for one in cmd[1]:
-                self._handle(one)
-        elif kind == "add":
-            _, rid, ids, params, arrival = cmd
-            try:
-                self.core.add_request(rid, ids, params, arrival)
-            except ValueError as e:
-                self._deliver_error(rid, e)
-        elif kind == "abort":
-            out = self.core.abort(cmd[1])
-            if out is not None:
-                self._deliver(out)
+        errors: list[tuple[str, ValueError]] = []
+        for out in apply_command(self.core, cmd, errors):
+            self._deliver(out)
+        for rid, err in errors:
+            self._deliver_error(rid, err)
 
     def _deliver(self, out: RequestOutput) -> None:
         with self._lock:
@@ -213,7 +278,7 @@ class AsyncEngine:
         """A step's outputs, handed to each event loop in one wake-up rather than one per request."""
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         with self._lock:
-            for out in outs:
+            for out in delivery_order(outs):
                 stream = self._streams.get(out.request_id)
                 if stream is not None:
                     by_loop.setdefault(stream._loop, []).append((stream, out))
@@ -247,8 +312,5 @@ class AsyncEngine:
                 self._stats = self.core.stats()
             except Exception as e:  # a failed step must not leave callers waiting forever
                 self._error = e
-                with self._lock:
-                    streams = list(self._streams.items())
-                for rid, stream in streams:
-                    stream.put(EngineDeadError(f"engine step failed: {e!r}"))
+                self._fail_all(EngineDeadError(f"engine step failed: {e!r}"))
                 return

@@ -33,6 +33,21 @@ from llmcell.engine.sequence import Sequence
 from llmcell.engine.stats import EngineStats
 
 
+def check_request(prompt_token_ids: list[int], params: SamplingParams, vocab_size: int,
+                  max_model_len: int) -> None:
+    """Raise ValueError if the request can never run on an engine with this vocabulary and
+    context window (checked before it is queued, wherever the engine runs)."""
+    if not prompt_token_ids:
+        raise ValueError("the prompt is empty")
+    if any(not 0 <= t < vocab_size for t in prompt_token_ids):
+        raise ValueError(f"prompt token ids must be in [0, {vocab_size})")
+    total = len(prompt_token_ids) + params.max_tokens
+    if total > max_model_len:
+        raise ValueError(
+            f"this model's maximum context length is {max_model_len} tokens; the request "
+            f"has {len(prompt_token_ids)} prompt tokens + {params.max_tokens} max_tokens = {total}")
+
+
 @dataclass
 class _Request:
     request_id: str
@@ -109,16 +124,7 @@ class EngineCore:
     # ---- requests ----------------------------------------------------------------------------------
     def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raise ValueError if the request can never run here (checked before it is queued)."""
-        if not prompt_token_ids:
-            raise ValueError("the prompt is empty")
-        vocab = self.model_config.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_token_ids):
-            raise ValueError(f"prompt token ids must be in [0, {vocab})")
-        total = len(prompt_token_ids) + params.max_tokens
-        if total > self.max_model_len:
-            raise ValueError(
-                f"this model's maximum context length is {self.max_model_len} tokens; the request "
-                f"has {len(prompt_token_ids)} prompt tokens + {params.max_tokens} max_tokens = {total}")
+        check_request(prompt_token_ids, params, self.model_config.vocab_size, self.max_model_len)
 
     def add_request(self, request_id: str, prompt_token_ids: list[int],
                     params: SamplingParams, arrival: float | None = None) -> None:

@@ -1,4 +1,5 @@
-"""Built-in backend: the in-process engine behind the OpenAI API.
+"""Built-in backend: llmcell's own engine behind the OpenAI API (its core in a process of its
+own by default, see engine/process.py; on a thread for a multi-host group).
 
 Prepares prompts (chat template, tokenization, context-window check), admits requests through a
 bounded queue (429 beyond it), runs them on the async engine and shapes the outputs as OpenAI
@@ -15,12 +16,13 @@ from typing import AsyncIterator
 
 from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
-from llmcell.engine.async_engine import RequestStream
+from llmcell.engine.async_engine import EngineClient, RequestStream
 from llmcell.engine.core import EngineCore
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
 from llmcell.engine.parallel.group import (LeaderRunner, announce_load, announce_unload,
                                            group_joined, join_group)
 from llmcell.engine.outputs import RequestOutput
+from llmcell.engine.process import ProcessEngine
 from llmcell.protocol.errors import APIError, invalid
 from llmcell.protocol.openai import ChatRequest, CompletionRequest, Sampling, usage
 from llmcell.server import responses as R
@@ -35,7 +37,7 @@ class BuiltinBackend:
         self.metrics = metrics
         self.model_name = config.model_name
         self.max_model_len = 0
-        self.engine: AsyncEngine | None = None
+        self.engine: EngineClient | None = None
         self._ready = False
         self._collector = None
         self._in_flight = 0
@@ -43,10 +45,13 @@ class BuiltinBackend:
 
     # ---- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        core = await loop.run_in_executor(None, self._load)
-        self.engine = AsyncEngine(core)
-        self.max_model_len = core.max_model_len
+        if self.config.engine_process and self.config.group.size == 1:
+            self.engine = await ProcessEngine.start(self.config.engine_config,
+                                                    self.config.engine_nice)
+        else:
+            core = await asyncio.get_running_loop().run_in_executor(None, self._load)
+            self.engine = AsyncEngine(core)
+        self.max_model_len = self.engine.max_model_len
         self._collector = self.metrics.bind_engine(self.engine, self.model_name)
         async for _ in self.engine.generate([1, 2, 3], SamplingParams(max_tokens=2), "warmup"):
             pass
@@ -70,8 +75,9 @@ class BuiltinBackend:
         self.metrics.unbind(self._collector)
         self._collector = None
         if self.engine is not None:
-            self.engine.shutdown()
-            if isinstance(self.engine.core.runner, LeaderRunner) and not self.engine.failed:
+            await self.engine.aclose()
+            core = getattr(self.engine, "core", None)
+            if isinstance(getattr(core, "runner", None), LeaderRunner) and not self.engine.failed:
                 try:
                     announce_unload()
                 except RuntimeError:
@@ -89,7 +95,7 @@ class BuiltinBackend:
         return self._in_flight
 
     # ---- helpers -----------------------------------------------------------------------------------
-    def _check_ready(self) -> AsyncEngine:
+    def _check_ready(self) -> EngineClient:
         if not self._ready or self.engine is None:
             raise APIError(503, "the model is still loading; retry when /ready answers 200",
                            headers={"Retry-After": "1"})
@@ -134,7 +140,7 @@ class BuiltinBackend:
     def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             return self.engine.tokenizer.encode(prompt)
-        vocab = self.engine.core.model_config.vocab_size
+        vocab = self.engine.vocab_size
         if any(t >= vocab for t in prompt):
             raise invalid(f"'prompt' token ids must be < {vocab} (the vocabulary size)", "prompt")
         return prompt
@@ -198,7 +204,8 @@ class BuiltinBackend:
         choices = [R.chat_choice(o.index, o) for o in final.outputs]
         return Reply(body={"id": rid, "object": "chat.completion", "created": created,
                            "model": self.model_name, "choices": choices,
-                           "usage": usage(len(prompt), final.num_generated_tokens)})
+                           "usage": usage(len(prompt), final.num_generated_tokens),
+                           "timings": R.timings(final.metrics)})
 
     async def _guard(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """End the stream with an error event if the engine fails."""
@@ -240,7 +247,8 @@ class BuiltinBackend:
             yield event({"id": rid, "object": "chat.completion.chunk", "created": created,
                          "model": model, "choices": [],
                          "usage": usage(len(final.prompt_token_ids),
-                                        final.num_generated_tokens)})
+                                        final.num_generated_tokens),
+                         "timings": R.timings(final.metrics)})
         yield DONE
 
     # ---- completions ---------------------------------------------------------------------------------
@@ -356,7 +364,7 @@ class BuiltinBackend:
     async def detokenize(self, raw: dict) -> Reply:
         self._check_ready()
         tokens = raw.get("tokens")
-        vocab = self.engine.core.model_config.vocab_size
+        vocab = self.engine.vocab_size
         if not isinstance(tokens, list) or not all(
                 isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in tokens):
             raise invalid(f"'tokens' must be a list of token ids in [0, {vocab})", "tokens")

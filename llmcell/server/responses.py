@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmcell.engine.outputs import CompletionOutput, TokenLogprob
+from llmcell.engine.outputs import CompletionOutput, RequestMetrics, TokenLogprob
 from llmcell.protocol.openai import token_bytes
 
 
@@ -57,3 +57,16 @@ def completion_chunk(rid: str, created: int, model: str, choice: dict, with_usag
     if with_usage:
         chunk["usage"] = None
     return chunk
+
+
+def timings(m: RequestMetrics | None) -> dict | None:
+    """The engine's own account of a request (as llama.cpp's server gives `timings`): milliseconds
+    from its arrival at the engine to its first schedule, first token and end."""
+    if m is None:
+        return None
+
+    def since(t: float | None) -> float | None:
+        return None if t is None else round((t - m.arrival) * 1e3, 3)
+
+    return {"queued_ms": since(m.first_scheduled), "first_token_ms": since(m.first_token),
+            "total_ms": since(m.finished), "cached_prompt_tokens": m.num_cached_prompt_tokens}

@@ -1,0 +1,290 @@
+"""The engine core in a process of its own, driven from an event loop (vLLM v1's split).
+
+In one process the HTTP event loop and the engine's step share the GIL: every request read, every
+chunk written waits for the step's Python to let go (and the step waits for them). Here the
+`ProcessEngine` (the `EngineClient` in the server) keeps the event loop, the chat template and the
+tokenizer; a spawned child owns the `EngineCore` (weights, KV cache, scheduler, detokenizer) and
+does nothing but apply commands and step. The child is a fresh interpreter
+(`python -m llmcell.engine.process FD`, not multiprocessing's spawn, which would re-run the
+caller's main script) holding its end of a Unix socket pair. They talk over a Unix socket pair in length-prefixed
+pickle frames:
+
+    parent -> child   ("config", EngineConfig, nice)   first
+                      ("batch", [("add", id, prompt ids, params, arrival) | ("abort", id)...])
+                      ("abort", id)   ("stop",)
+    child -> parent   ("ready", EngineInfo) | ("failed", kind, message)   once, after loading
+                      ("out", [RequestOutput...], EngineStats)   after each step or command batch
+                      ("error", id, message)   an add the core refused
+                      ("dead", message)   a step raised; the child exits
+
+The parent reads frames on its event loop (no thread, no extra wake-up) and writes through an
+asyncio transport (never blocks the loop). If the child dies, every request in flight fails with
+`EngineDeadError` and /ready turns 503. The child ignores SIGINT (a Ctrl-C reaches the whole
+process group; the parent drains and then stops it) and exits when the parent's socket closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmcell.config.engine import EngineConfig
+from llmcell.engine.async_engine import (EngineClient, EngineDeadError, apply_command,
+                                         delivery_order)
+from llmcell.engine.loader.tokenizer import Tokenizer
+from llmcell.engine.stats import EngineStats
+
+_HEADER = struct.Struct("!I")
+_IDLE_WAIT = 0.5
+"""Seconds the idle child waits for a command before it looks again."""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the parent needs of the loaded engine: to tokenize, and to check requests up front."""
+
+    tokenizer: Tokenizer
+    max_model_len: int
+    vocab_size: int
+    load_seconds: float
+    stats: EngineStats
+
+
+def frame(message: tuple) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+class FrameReader:
+    """Bytes in, whole messages out."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple]:
+        self._buffer += data
+        messages, view, at = [], self._buffer, 0
+        while len(view) - at >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(view, at)
+            if len(view) - at - _HEADER.size < size:
+                break
+            start = at + _HEADER.size
+            messages.append(pickle.loads(view[start:start + size]))
+            at = start + size
+        del self._buffer[:at]
+        return messages
+
+
+# ---- the child ----------------------------------------------------------------------------------------
+class _ChildChannel:
+    """The child's blocking end of the socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = FrameReader()
+
+    def send(self, message: tuple) -> None:
+        self.sock.settimeout(None)
+        self.sock.sendall(frame(message))
+
+    def receive(self, block: bool) -> list[tuple] | None:
+        """The messages that have come (waiting up to `_IDLE_WAIT` for one if `block`); None when
+        the parent has gone."""
+        messages: list[tuple] = []
+        self.sock.settimeout(_IDLE_WAIT if block else 0.0)
+        while True:
+            try:
+                data = self.sock.recv(1 << 20)
+            except (BlockingIOError, socket.timeout):
+                return messages
+            if not data:
+                return None
+            messages += self.reader.feed(data)
+            self.sock.settimeout(0.0)  # take what else is there, without waiting
+
+
+def run_engine_process(sock: socket.socket) -> None:
+    """The child's main: read the config, load, report, then apply commands and step until told
+    to stop or the parent goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from llmcell.engine.core import EngineCore
+
+    channel = _ChildChannel(sock)
+    first: list[tuple] | None = []
+    while first == []:
+        first = channel.receive(block=True)
+    if first is None or first[0][0] != "config":
+        return
+    _, config, nice = first[0]
+    if nice:
+        os.nice(nice)
+    try:
+        core = EngineCore(config)
+    except Exception as e:
+        channel.send(("failed", type(e).__name__, str(e)))
+        return
+    channel.send(("ready", EngineInfo(core.tokenizer, core.max_model_len,
+                                      core.model_config.vocab_size, core.load_seconds,
+                                      core.stats())))
+    try:
+        _serve(core, channel)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone: nothing left to serve
+
+
+def _serve(core, channel: _ChildChannel) -> None:
+    while True:
+        messages = channel.receive(block=not core.has_work())
+        if messages is None:
+            return
+        outputs: list = []
+        for message in messages:
+            if message[0] == "stop":
+                return
+            errors: list = []
+            outputs += apply_command(core, message, errors)
+            for rid, err in errors:
+                channel.send(("error", rid, str(err)))
+        if core.has_work():
+            try:
+                outputs += core.step()
+            except Exception as e:
+                channel.send(("dead", f"engine step failed: {e!r}"))
+                return
+        if outputs or messages:
+            channel.send(("out", outputs, core.stats()))
+
+
+# ---- the parent ---------------------------------------------------------------------------------------
+class _ParentChannel(asyncio.Protocol):
+    def __init__(self, engine: "ProcessEngine") -> None:
+        self.engine = engine
+        self.reader = FrameReader()
+
+    def data_received(self, data: bytes) -> None:
+        for message in self.reader.feed(data):
+            self.engine._receive(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine._lost()
+
+
+class ProcessEngine(EngineClient):
+    """An `EngineClient` whose core runs in a spawned child process. Build it with `start()`."""
+
+    def __init__(self, process: subprocess.Popen, ready: asyncio.Future) -> None:
+        super().__init__(None, 0, 0, None)
+        self._process = process
+        self._ready = ready
+        self._transport: asyncio.Transport | None = None
+        self._closing = False
+        self.load_seconds = 0.0
+
+    @classmethod
+    async def start(cls, config: EngineConfig, nice: int = 0) -> "ProcessEngine":
+        """Spawn the engine process and wait until its model is loaded (its progress shows on
+        stderr); raises what loading raised (ValueError for a bad model) or EngineDeadError.
+        `nice`: how much lower the engine's CPU priority is than the caller's (0-19), so that a
+        front end sharing the cores reads requests and writes tokens without waiting for a
+        time slice of the engine's threads."""
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice={nice} must be in [0, 19]")
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parents[2])  # where the llmcell package lies
+        boot = (f"import sys; sys.path.insert(0, {root!r}); "
+                f"from llmcell.engine.process import main; main()")
+        try:
+            process = subprocess.Popen([sys.executable, "-c", boot, str(theirs.fileno())],
+                                       pass_fds=[theirs.fileno()])
+        finally:
+            theirs.close()
+        engine = cls(process, loop.create_future())
+        engine._transport, _ = await loop.create_unix_connection(
+            lambda: _ParentChannel(engine), sock=ours)
+        engine._post(("config", config, nice))
+        try:
+            info: EngineInfo = await engine._ready
+        except BaseException:
+            await engine.aclose()
+            raise
+        engine.tokenizer, engine.max_model_len = info.tokenizer, info.max_model_len
+        engine.vocab_size, engine._stats = info.vocab_size, info.stats
+        engine.load_seconds = info.load_seconds
+        return engine
+
+    @property
+    def is_alive(self) -> bool:
+        return self._process.poll() is None and self._error is None and not self._closing
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def _post(self, cmd: tuple) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(frame(cmd))
+
+    def _receive(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "out":
+            _, outputs, self._stats = message
+            for out in delivery_order(outputs):
+                stream = self._streams.get(out.request_id)
+                if stream is not None:
+                    stream._queue.put_nowait(out)
+        elif kind == "error":
+            stream = self._streams.get(message[1])
+            if stream is not None:
+                stream._queue.put_nowait(ValueError(message[2]))
+        elif kind == "ready":
+            if not self._ready.done():
+                self._ready.set_result(message[1])
+        elif kind == "failed":
+            error = ValueError if message[1] == "ValueError" else EngineDeadError
+            if not self._ready.done():
+                self._ready.set_exception(error(message[2]))
+        elif kind == "dead":
+            self._die(message[1])
+
+    def _lost(self) -> None:
+        if not self._closing:
+            self._die(f"the engine process exited (pid {self._process.pid})")
+
+    def _die(self, why: str) -> None:
+        if self._error is None:
+            self._error = EngineDeadError(why)
+            self._fail_all(EngineDeadError(why))
+        if not self._ready.done():
+            self._ready.set_exception(EngineDeadError(why))
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Stop the engine process: a stop command, then the socket closes; killed if it has not
+        exited within `timeout` seconds."""
+        self._closing = True
+        if self._transport is not None:
+            self._post(("stop",))
+            self._transport.close()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self._process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            await loop.run_in_executor(None, self._process.wait)
+
+
+def main() -> None:
+    """Entry of the child: `python -m llmcell.engine.process FD`."""
+    run_engine_process(socket.socket(fileno=int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()
