@@ -29,7 +29,8 @@ round through httpx (what the openai client uses) to show what a general client 
 
 Targets: the HTTP path keeps >= 90% of the engine's tokens/s and adds <= 2 ms to TTFT.
 
-    .venv/bin/python bench/server_overhead.py [--requests 32] [--max-tokens 64] [--rounds 2] [--httpx]
+    .venv/bin/python bench/server_overhead.py [--requests 32] [--max-tokens 64] [--rounds 2]
+                                              [--httpx]
 """
 
 from __future__ import annotations
@@ -282,8 +283,8 @@ def main() -> int:
     print(f"medians over {len(rounds)} rounds of the per-round figures:")
     print(f"  HTTP keeps {ratio:.1%} of the engine's tokens/s in the burst, {conc_ratio:.1%} with "
           f"{args.requests} concurrent clients (target >= 90%)")
-    print(f"  p50 TTFT added by HTTP (paired: HTTP's client-minus-engine TTFT less the direct "
-          f"path's; target <= 2 ms):")
+    print("  p50 TTFT added by HTTP (paired: HTTP's client-minus-engine TTFT less the direct "
+          "path's; target <= 2 ms):")
     print(f"    {args.requests}-request burst {added['outside_ms']:+.2f} ms, {args.requests} "
           f"concurrent clients {added['concurrent_outside_ms']:+.2f} ms, one at a time "
           f"{added['isolated_outside_ms']:+.2f} ms")

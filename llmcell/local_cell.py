@@ -51,6 +51,35 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+class _PortPicker:
+    """Free ports that are not already promised to another process of this cell; `pair()` gives
+    P with P + 1 free too (a group's rendezvous uses both)."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.taken: set[int] = set()
+
+    def one(self) -> int:
+        while True:
+            port = free_port(self.host)
+            if port not in self.taken:
+                self.taken.add(port)
+                return port
+
+    def pair(self) -> int:
+        while True:
+            port = self.one()
+            if port + 1 in self.taken:
+                continue
+            try:
+                with socket.socket() as s:
+                    s.bind((self.host, port + 1))
+            except OSError:
+                continue
+            self.taken.add(port + 1)
+            return port
+
+
 def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,15 +115,17 @@ class LocalCell:
                             "--kv-reserve", str(p.kv_cache_memory))
         _wait(self.admin_url + "/health", admin, "the admin")
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
+        ports = _PortPicker(p.host)
+        ports.taken |= {p.admin_port, p.gateway_port}
         for i in range(p.servers):
-            port = free_port(p.host)
+            port = ports.one()
             group: list[str] = []
             if p.group_size > 1:  # workers first: the leader waits for them at the rendezvous
                 group = ["--group-size", str(p.group_size), "--group-leader", p.host,
-                         "--group-port", str(free_port(p.host))]
+                         "--group-port", str(ports.pair())]
                 for rank in range(1, p.group_size):
                     self._spawn(f"worker-{i}-{rank}", "server", *group, "--group-rank",
-                                str(rank), "--port", str(free_port(p.host)), "--threads",
+                                str(rank), "--port", str(ports.one()), "--threads",
                                 str(per_server), "--kv-cache-memory", str(p.kv_cache_memory))
             self._spawn(f"server-{i}", "server", "--admin", self.admin_url, "--host", p.host,
                         "--port", str(port), "--server-id", f"server-{i}",
@@ -207,6 +238,8 @@ def run(plan: CellPlan) -> int:
         pass
     except (RuntimeError, TimeoutError) as e:
         print(f"llmcell up: {e}", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C now must not cut the stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cell.stop()
         return 1
     print("llmcell up: stopping...", flush=True)

@@ -5,6 +5,7 @@ from llmcell.engine.core import EngineCore
 from llmcell.engine.llm import LLM
 from llmcell.engine.outputs import CompletionOutput, RequestOutput, TokenLogprob
 from llmcell.engine.params import SamplingParams
+from llmcell.engine.process import ProcessEngine
 
-__all__ = ["AsyncEngine", "EngineCore", "EngineDeadError", "LLM", "SamplingParams",
-           "RequestOutput", "CompletionOutput", "TokenLogprob"]
+__all__ = ["AsyncEngine", "EngineCore", "EngineDeadError", "LLM", "ProcessEngine",
+           "SamplingParams", "RequestOutput", "CompletionOutput", "TokenLogprob"]

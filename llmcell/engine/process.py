@@ -4,10 +4,11 @@ In one process the HTTP event loop and the engine's step share the GIL: every re
 chunk written waits for the step's Python to let go (and the step waits for them). Here the
 `ProcessEngine` (the `EngineClient` in the server) keeps the event loop, the chat template and the
 tokenizer; a spawned child owns the `EngineCore` (weights, KV cache, scheduler, detokenizer) and
-does nothing but apply commands and step. The child is a fresh interpreter
-(`python -m llmcell.engine.process FD`, not multiprocessing's spawn, which would re-run the
-caller's main script) holding its end of a Unix socket pair. They talk over a Unix socket pair in length-prefixed
-pickle frames:
+does nothing but apply commands and step, at a lower CPU priority (`nice`) so that where they
+share cores the front end is never kept waiting. The child is a fresh interpreter running `main()`
+here with the file descriptor of its end of a private Unix socket pair (not multiprocessing's
+spawn, which would re-run the caller's main script); they talk over it in length-prefixed pickle
+frames:
 
     parent -> child   ("config", EngineConfig, nice)   first
                       ("batch", [("add", id, prompt ids, params, arrival) | ("abort", id)...])
@@ -83,7 +84,7 @@ class FrameReader:
         return messages
 
 
-# ---- the child ----------------------------------------------------------------------------------------
+# ---- the child --------------------------------------------------------------------------------
 class _ChildChannel:
     """The child's blocking end of the socket."""
 
@@ -127,14 +128,14 @@ def run_engine_process(sock: socket.socket) -> None:
     if nice:
         os.nice(nice)
     try:
-        core = EngineCore(config)
-    except Exception as e:
-        channel.send(("failed", type(e).__name__, str(e)))
-        return
-    channel.send(("ready", EngineInfo(core.tokenizer, core.max_model_len,
-                                      core.model_config.vocab_size, core.load_seconds,
-                                      core.stats())))
-    try:
+        try:
+            core = EngineCore(config)
+        except Exception as e:
+            channel.send(("failed", type(e).__name__, str(e)))
+            return
+        channel.send(("ready", EngineInfo(core.tokenizer, core.max_model_len,
+                                          core.model_config.vocab_size, core.load_seconds,
+                                          core.stats())))
         _serve(core, channel)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone: nothing left to serve
@@ -163,7 +164,7 @@ def _serve(core, channel: _ChildChannel) -> None:
             channel.send(("out", outputs, core.stats()))
 
 
-# ---- the parent ---------------------------------------------------------------------------------------
+# ---- the parent -------------------------------------------------------------------------------
 class _ParentChannel(asyncio.Protocol):
     def __init__(self, engine: "ProcessEngine") -> None:
         self.engine = engine

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from llmcell.engine import LLM, AsyncEngine, SamplingParams
+from llmcell.engine import LLM, AsyncEngine, SamplingParams, async_engine
 from llmcell.engine.core import EngineCore
 from llmcell.config import EngineConfig
 
@@ -233,9 +233,13 @@ def test_submitted_request_closed_unread_is_aborted(checkpoint):
         engine.shutdown()
 
 
-def test_a_burst_at_an_idle_engine_is_prefilled_as_one_batch(checkpoint):
+def test_a_burst_at_an_idle_engine_is_prefilled_as_one_batch(checkpoint, monkeypatch):
     """Requests submitted a little apart (as a server reads them) while the engine is idle go into
     the same first step; with the engine busy, nothing is held."""
+    # A wider gap than the default 2 ms, so that a loaded CI machine's late timers do not split
+    # the burst; the pauses between the "apart" requests stay 4x longer than it.
+    monkeypatch.setattr(async_engine, "BURST_GAP", 0.05)
+    monkeypatch.setattr(async_engine, "BURST_LIMIT", 1.0)
     engine = AsyncEngine(EngineCore(EngineConfig(kv_cache_memory=64 << 20), checkpoint))
     tk = engine.tokenizer
 
