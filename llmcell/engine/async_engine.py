@@ -9,14 +9,15 @@ step boundary. `generate()` is the same as an async generator that closes its st
 server submits before it starts its response, so prefill overlaps with sending the headers.
 
 Requests submitted in the same turn of the event loop reach the engine together (one hand-off, at
-the loop's next turn), so a lone request waits only for the current turn to end (microseconds).
-When several arrive in one turn while the engine is idle, that is a burst still being read: the
-hand-off then waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so
-the whole burst is prefilled as one batch. Otherwise the first few would run a step of their own
-and the rest would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few
-milliseconds the server needs to read the rest. The engine never blocks the event loop: a thread's
-outputs cross over with `loop.call_soon_threadsafe`, a step's outputs in one wake-up. If a step
-raises, every in-flight request fails with that error.
+the loop's next turn), so at a busy engine a request waits only for the current turn to end
+(microseconds). At an idle engine a lone request waits a few turns (`FIRST_TURNS`) in case it is
+the first of a burst. When several have arrived, that is a burst still being read: the hand-off then
+waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so the whole burst
+is prefilled as one batch. Otherwise the first few would run a step of their own and the rest
+would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few milliseconds the
+server needs to read the rest. The engine never blocks the event loop: a thread's outputs cross
+over with `loop.call_soon_threadsafe`, a step's outputs in one wake-up. If a step raises, every
+in-flight request fails with that error.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ now and then leaves 2-4 ms between two of them; a burst cut there would leave th
 whole step (hundreds of milliseconds)."""
 BURST_LIMIT = 0.05
 """Seconds: the longest a burst is held."""
+FIRST_TURNS = 3
+"""Turns of the event loop a lone request waits at an idle engine before it is handed off: enough
+for the loop to poll its sockets and run the requests that came while it read this one (the rest
+of a burst whose first request arrived alone), which then hold the burst; microseconds when none
+came. (A timer would not do: uvloop rounds delays to whole milliseconds.)"""
 
 
 class EngineDeadError(RuntimeError):
@@ -181,11 +187,13 @@ class EngineClient:
         return stream
 
     def _send(self, loop: asyncio.AbstractEventLoop, cmd: tuple) -> None:
-        """Queue an add from the event loop: handed off at the next turn, or after the burst."""
+        """Queue an add from the event loop: handed off at the next turn (`FIRST_TURNS` at an idle
+        engine), or after the burst."""
         now = time.monotonic()
         if self._pending is None:
             self._pending, self._pending_since = [cmd], now
-            self._hand_off = loop.call_soon(self._flush)
+            idle = self._stats.num_running + self._stats.num_waiting == 0
+            self._hand_off = loop.call_soon(self._flush_in, loop, FIRST_TURNS - 1 if idle else 0)
             return
         self._pending.append(cmd)
         idle = self._stats.num_running + self._stats.num_waiting == 0
@@ -193,6 +201,12 @@ class EngineClient:
             self._hand_off.cancel()
             wait = min(BURST_GAP, self._pending_since + BURST_LIMIT - now)
             self._hand_off = loop.call_later(max(0.0, wait), self._flush)
+
+    def _flush_in(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
+        if turns > 0:
+            self._hand_off = loop.call_soon(self._flush_in, loop, turns - 1)
+        else:
+            self._flush()
 
     def _flush(self) -> None:
         batch, self._pending, self._hand_off = self._pending, None, None
