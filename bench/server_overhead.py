@@ -30,7 +30,7 @@ round through httpx (what the openai client uses) to show what a general client 
 Targets: the HTTP path keeps >= 90% of the engine's tokens/s and adds <= 2 ms to TTFT.
 
     .venv/bin/python bench/server_overhead.py [--requests 32] [--max-tokens 64] [--rounds 2]
-                                              [--httpx]
+        [--workloads burst,concurrent,isolated] [--per-client 3] [--httpx]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from tests.server.conftest import MODEL, ServerProcess  # noqa: E402
 
 ISOLATED = 20  # requests sent one at a time: the per-request cost without batching effects
 ISOLATED_TOKENS = 16
-PER_CLIENT = 3  # requests each concurrent client sends back to back
+PER_CLIENT = 3  # requests each concurrent client sends back to back (--per-client)
 NICE = 5  # the server's default engine_nice, used for the direct path's engine too
 
 
@@ -172,36 +172,45 @@ def lengths(i: int, max_tokens: int) -> int:
     return max(8, max_tokens // 2 + (i % 8) * max_tokens // 8)
 
 
-async def measured(path, n: int, max_tokens: int) -> dict:
-    """The burst, the concurrent clients, then requests one at a time, on one path."""
-    start = time.perf_counter()
-    burst = await asyncio.gather(*[path.one(i, start, max_tokens) for i in range(n)])
-    wall = time.perf_counter() - start
-
-    async def client(c: int) -> list[Sample]:
-        out = []
-        for r in range(PER_CLIENT):
-            i = c * PER_CLIENT + r
-            out.append(await path.one(i, None, lengths(i, max_tokens), conn=c))
-        return out
-
-    start = time.perf_counter()
-    runs = await asyncio.gather(*[client(c) for c in range(n)])
-    concurrent_wall = time.perf_counter() - start
-    steady = [s for run in runs for s in run[1:]]
-    isolated = [await path.one(i, None, ISOLATED_TOKENS, conn=0) for i in range(ISOLATED)]
+async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
+                   per_client: int) -> dict:
+    """The burst, the concurrent clients, then requests one at a time (those of `workloads`), on
+    one path. A workload left out has NaN figures."""
     ms = lambda xs: 1e3 * statistics.median(xs)  # noqa: E731
-    return {
-        "tokens_per_s": sum(s.tokens for s in burst) / wall,
-        "concurrent_tokens_per_s": sum(s.tokens for run in runs for s in run) / concurrent_wall,
-        "ttft_p50_ms": ms([s.ttft for s in burst]),
-        "ttft_p95_ms": 1e3 * pct([s.ttft for s in burst], 0.95),
-        "concurrent_ttft_p50_ms": ms([s.ttft for s in steady]),
-        "isolated_ttft_p50_ms": ms([s.ttft for s in isolated]),
-        "outside_ms": ms([s.outside for s in burst]),
-        "concurrent_outside_ms": ms([s.outside for s in steady]),
-        "isolated_outside_ms": ms([s.outside for s in isolated]),
-    }
+    nan = float("nan")
+    result = dict.fromkeys(("tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "outside_ms",
+                            "concurrent_tokens_per_s", "concurrent_ttft_p50_ms",
+                            "concurrent_outside_ms", "isolated_ttft_p50_ms",
+                            "isolated_outside_ms"), nan)
+    if "burst" in workloads:
+        start = time.perf_counter()
+        burst = await asyncio.gather(*[path.one(i, start, max_tokens) for i in range(n)])
+        wall = time.perf_counter() - start
+        result.update(tokens_per_s=sum(s.tokens for s in burst) / wall,
+                      ttft_p50_ms=ms([s.ttft for s in burst]),
+                      ttft_p95_ms=1e3 * pct([s.ttft for s in burst], 0.95),
+                      outside_ms=ms([s.outside for s in burst]))
+    if "concurrent" in workloads:
+        async def client(c: int) -> list[Sample]:
+            out = []
+            for r in range(per_client):
+                i = c * per_client + r
+                out.append(await path.one(i, None, lengths(i, max_tokens), conn=c))
+            return out
+
+        start = time.perf_counter()
+        runs = await asyncio.gather(*[client(c) for c in range(n)])
+        wall = time.perf_counter() - start
+        steady = [s for run in runs for s in run[1:]]
+        result.update(
+            concurrent_tokens_per_s=sum(s.tokens for run in runs for s in run) / wall,
+            concurrent_ttft_p50_ms=ms([s.ttft for s in steady]),
+            concurrent_outside_ms=ms([s.outside for s in steady]))
+    if "isolated" in workloads:
+        isolated = [await path.one(i, None, ISOLATED_TOKENS, conn=0) for i in range(ISOLATED)]
+        result.update(isolated_ttft_p50_ms=ms([s.ttft for s in isolated]),
+                      isolated_outside_ms=ms([s.outside for s in isolated]))
+    return result
 
 
 async def run(args) -> dict:
@@ -225,12 +234,14 @@ async def run(args) -> dict:
             order = (("engine", direct), ("http", wire))
             results = {}
             for side, path in (order if r % 2 == 0 else order[::-1]):
-                results[side] = await measured(path, n, args.max_tokens)
+                results[side] = await measured(path, n, args.max_tokens, args.workloads,
+                                                args.per_client)
             rounds.append(results)
         if args.httpx:
             print("one round through httpx...", file=sys.stderr, flush=True)
-            extra = {"engine": await measured(direct, n, args.max_tokens),
-                     "http": await measured(httpx_path, n, args.max_tokens)}
+            extra = {side: await measured(path, n, args.max_tokens, args.workloads,
+                                          args.per_client)
+                     for side, path in (("engine", direct), ("http", httpx_path))}
     finally:
         await direct.close()
         await wire.close()
@@ -250,8 +261,18 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--httpx", action="store_true", help="one more round through httpx")
+    ap.add_argument("--workloads", default="burst,concurrent,isolated",
+                    type=lambda v: tuple(w for w in v.split(",") if w),
+                    help="which of burst,concurrent,isolated to run (default: all three)")
+    ap.add_argument("--per-client", type=int, default=PER_CLIENT,
+                    help="requests each concurrent client sends (the first is not counted)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    unknown = set(args.workloads) - {"burst", "concurrent", "isolated"}
+    if unknown or not args.workloads:
+        ap.error(f"--workloads {','.join(args.workloads)}: choose from burst,concurrent,isolated")
+    if args.per_client < 2:
+        ap.error(f"--per-client {args.per_client}: must be >= 2 (the first is not counted)")
     # The server's own loop (uvloop where installed) here too: the client's reading of 32 streams
     # shares these cores with the server, and is not what is measured.
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:

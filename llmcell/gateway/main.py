@@ -8,11 +8,12 @@ import uvicorn
 
 from llmcell.config.gateway import GatewayConfig
 from llmcell.gateway.app import create_gateway_app
+from llmcell.server.coalesce import http_protocol
 
 
 def run(config: GatewayConfig) -> int:
     print(f"llmcell gateway: listening on http://{config.host}:{config.port} (admin "
           f"{config.admin}, routing {config.policy})", file=sys.stderr, flush=True)
     uvicorn.run(create_gateway_app(config), host=config.host, port=config.port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, http=http_protocol())
     return 0

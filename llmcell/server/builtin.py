@@ -208,13 +208,17 @@ class BuiltinBackend:
                            "timings": R.timings(final.metrics)})
 
     async def _guard(self, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """End the stream with an error event if the engine fails."""
+        """If the engine fails: a 503 before the first chunk (the response has not started), else
+        an error event ending the stream."""
+        started = False
         try:
             async for chunk in stream:
+                started = True
                 yield chunk
         except EngineDeadError as e:
-            yield event(APIError(503, str(e)).body())
-            yield DONE
+            if not started:
+                raise APIError(503, str(e)) from None
+            yield event(APIError(503, str(e)).body()) + DONE
 
     async def _chat_stream(self, req, stream, params, rid, created) -> AsyncIterator[bytes]:
         with_usage = req.include_usage
@@ -224,9 +228,10 @@ class BuiltinBackend:
         roles = [event(R.chat_chunk(rid, created, model, {
             "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
             "finish_reason": None}, with_usage)) for i in range(params.n)]
-        final = None
+        final, ended = None, False
         async for out in self._outputs(stream):
-            # One write per step: the role chunks leave in the same write as the first tokens.
+            # One write per step: the role chunks leave in the same write as the first tokens, and
+            # the last tokens in the same write as the ending (its metrics are recorded after it)
             chunks = list(roles) if final is None else []
             final = out
             for o in out.outputs:
@@ -237,19 +242,29 @@ class BuiltinBackend:
                           "logprobs": R.chat_logprobs(o.delta_logprobs)
                           if o.logprobs is not None else None, "finish_reason": None}
                 chunks.append(event(R.chat_chunk(rid, created, model, choice, with_usage)))
+            if out.finished:
+                chunks += self._chat_ending(out, rid, created, with_usage)
+                ended = True
             if chunks:
                 yield b"".join(chunks)
-        for o in final.outputs:  # the closing chunk carries each choice's finish_reason
-            yield event(R.chat_chunk(rid, created, model, {
-                "index": o.index, "delta": {}, "logprobs": None,
-                "finish_reason": R.finish_reason(o) or "stop"}, with_usage))
+        if not ended and final is not None:
+            yield b"".join(self._chat_ending(final, rid, created, with_usage))
+
+    def _chat_ending(self, final: RequestOutput, rid: str, created: int,
+                     with_usage: bool) -> list[bytes]:
+        """The closing chunk of each choice (its finish_reason), the usage chunk if asked, DONE."""
+        model = self.model_name
+        chunks = [event(R.chat_chunk(rid, created, model, {
+            "index": o.index, "delta": {}, "logprobs": None,
+            "finish_reason": R.finish_reason(o) or "stop"}, with_usage)) for o in final.outputs]
         if with_usage:
-            yield event({"id": rid, "object": "chat.completion.chunk", "created": created,
-                         "model": model, "choices": [],
-                         "usage": usage(len(final.prompt_token_ids),
-                                        final.num_generated_tokens),
-                         "timings": R.timings(final.metrics)})
-        yield DONE
+            chunks.append(event({"id": rid, "object": "chat.completion.chunk", "created": created,
+                                 "model": model, "choices": [],
+                                 "usage": usage(len(final.prompt_token_ids),
+                                                final.num_generated_tokens),
+                                 "timings": R.timings(final.metrics)}))
+        chunks.append(DONE)
+        return chunks
 
     # ---- completions ---------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest, raw: dict) -> Reply:
@@ -334,11 +349,12 @@ class BuiltinBackend:
                         "logprobs": R.completion_logprobs(o.delta_logprobs, 0)
                         if o.logprobs is not None else None,
                         "finish_reason": R.finish_reason(o)}, with_usage))
+            ending = [DONE]
             if with_usage:
-                yield event({"id": rid, "object": "text_completion", "created": created,
-                             "model": model, "choices": [],
-                             "usage": usage(prompt_tokens, generated)})
-            yield DONE
+                ending.insert(0, event({"id": rid, "object": "text_completion",
+                                        "created": created, "model": model, "choices": [],
+                                        "usage": usage(prompt_tokens, generated)}))
+            yield b"".join(ending)
         finally:
             for t in tasks:
                 t.cancel()

@@ -20,6 +20,7 @@ from llmcell.engine.parallel.group import group_joined, leave_group, stop_worker
 from llmcell.protocol.cell import Assignment
 from llmcell.server.agent import CellAgent
 from llmcell.server.app import create_app
+from llmcell.server.coalesce import http_protocol
 from llmcell.server.host import ModelHost
 from llmcell.server.builtin import BuiltinBackend
 from llmcell.server.metrics import ServerMetrics
@@ -66,7 +67,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
     app = create_app(config, host, metrics, starting)
     state = app.state.server
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                    access_log=False, lifespan="on",
+                                    access_log=False, lifespan="on", http=http_protocol(),
                                     timeout_graceful_shutdown=max(1, int(config.drain_timeout))))
     loop = asyncio.get_running_loop()
 
