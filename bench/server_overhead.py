@@ -60,7 +60,7 @@ from tests.server.conftest import MODEL, ServerProcess  # noqa: E402
 ISOLATED = 20  # requests sent one at a time: the per-request cost without batching effects
 ISOLATED_TOKENS = 16
 PER_CLIENT = 3  # requests each concurrent client sends back to back (--per-client)
-NICE = 5  # the server's default engine_nice, used for the direct path's engine too
+NICE, IDLE = 5, True  # the server's default engine priority, used for the direct path's too
 
 
 def messages(i: int) -> list[dict]:
@@ -93,7 +93,7 @@ class DirectPath:
     @classmethod
     async def start(cls, threads: int) -> "DirectPath":
         config = EngineConfig(threads=threads, kv_cache_memory=512 << 20)
-        return cls(await ProcessEngine.start(config, NICE))
+        return cls(await ProcessEngine.start(config, NICE, IDLE))
 
     async def one(self, i: int, start: float | None, max_tokens: int,
                   conn: int | None = None) -> Sample:

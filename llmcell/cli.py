@@ -162,6 +162,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         max_queue=args.max_queue, drain_timeout=args.drain_timeout, admin=args.admin,
         metrics=not args.no_metrics, engine_process=not args.engine_in_process,
         engine_nice=args.engine_nice,
+        engine_idle=args.engine_idle,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
         engine_config=engine_config(args), group=group)
     return run(config)
@@ -315,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "of its own (HTTP and the engine then share the GIL)")
     s.add_argument("--engine-nice", type=int, default=5,
                    help="CPU priority of the engine process below the server's, 0-19 "
-                        "(default: %(default)s)")
+                        "(default: %(default)s), with --no-engine-idle or where there is no "
+                        "SCHED_IDLE")
+    s.add_argument("--no-engine-idle", dest="engine_idle", action="store_false",
+                   help="do not run the engine process under SCHED_IDLE (Linux; by default it "
+                        "takes only the CPU time the server leaves)")
     s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")
     s.add_argument("--advertise", default=None,
                    help="URL the gateway reaches this server at (default: http://host:port)")

@@ -4,13 +4,13 @@ In one process the HTTP event loop and the engine's step share the GIL: every re
 chunk written waits for the step's Python to let go (and the step waits for them). Here the
 `ProcessEngine` (the `EngineClient` in the server) keeps the event loop, the chat template and the
 tokenizer; a spawned child owns the `EngineCore` (weights, KV cache, scheduler, detokenizer) and
-does nothing but apply commands and step, at a lower CPU priority (`nice`) so that where they
-share cores the front end is never kept waiting. The child is a fresh interpreter running `main()`
+does nothing but apply commands and step, at a lower CPU priority (SCHED_IDLE, or a `nice`) so
+that where they share cores the front end is never kept waiting. The child is a fresh interpreter running `main()`
 here with the file descriptor of its end of a private Unix socket pair (not multiprocessing's
 spawn, which would re-run the caller's main script); they talk over it in length-prefixed pickle
 frames:
 
-    parent -> child   ("config", EngineConfig, nice)   first
+    parent -> child   ("config", EngineConfig, nice, idle)   first
                       ("batch", [("add", id, prompt ids, params, arrival) | ("abort", id)...])
                       ("abort", id)   ("stop",)
     child -> parent   ("ready", EngineInfo) | ("failed", kind, message)   once, after loading
@@ -124,8 +124,8 @@ def run_engine_process(sock: socket.socket) -> None:
         first = channel.receive(block=True)
     if first is None or first[0][0] != "config":
         return
-    _, config, nice = first[0]
-    if nice:
+    _, config, nice, idle = first[0]
+    if not (idle and _sched_idle()) and nice:
         os.nice(nice)
     try:
         try:
@@ -139,6 +139,25 @@ def run_engine_process(sock: socket.socket) -> None:
         _serve(core, channel)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone: nothing left to serve
+
+
+def _sched_idle() -> bool:
+    """This process under SCHED_IDLE: the threads it has now (imports may have started some), and
+    those it starts later (torch's compute threads), which inherit it. False where the OS has no
+    SCHED_IDLE or refuses it (a sandbox): the caller falls back to nice."""
+    if not hasattr(os, "SCHED_IDLE"):
+        return False
+    try:
+        threads = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    try:
+        for tid in threads:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except OSError as e:
+        print(f"llmcell engine: SCHED_IDLE refused ({e}); using nice instead", file=sys.stderr)
+        return False
+    return True
 
 
 def _serve(core, channel: _ChildChannel) -> None:
@@ -190,12 +209,15 @@ class ProcessEngine(EngineClient):
         self.load_seconds = 0.0
 
     @classmethod
-    async def start(cls, config: EngineConfig, nice: int = 0) -> "ProcessEngine":
+    async def start(cls, config: EngineConfig, nice: int = 0,
+                    idle: bool = False) -> "ProcessEngine":
         """Spawn the engine process and wait until its model is loaded (its progress shows on
         stderr); raises what loading raised (ValueError for a bad model) or EngineDeadError.
         `nice`: how much lower the engine's CPU priority is than the caller's (0-19), so that a
         front end sharing the cores reads requests and writes tokens without waiting for a
-        time slice of the engine's threads."""
+        time slice of the engine's threads. `idle`: run it under SCHED_IDLE instead where the OS
+        has it (Linux): it then takes only the CPU time the caller leaves, and a waking caller
+        gets a core at once rather than after the running engine thread's slice."""
         if not 0 <= nice <= 19:
             raise ValueError(f"nice={nice} must be in [0, 19]")
         loop = asyncio.get_running_loop()
@@ -211,7 +233,7 @@ class ProcessEngine(EngineClient):
         engine = cls(process, loop.create_future())
         engine._transport, _ = await loop.create_unix_connection(
             lambda: _ParentChannel(engine), sock=ours)
-        engine._post(("config", config, nice))
+        engine._post(("config", config, nice, idle))
         try:
             info: EngineInfo = await engine._ready
         except BaseException:

@@ -47,7 +47,8 @@ class BuiltinBackend:
     async def start(self) -> None:
         if self.config.engine_process and self.config.group.size == 1:
             self.engine = await ProcessEngine.start(self.config.engine_config,
-                                                    self.config.engine_nice)
+                                                    self.config.engine_nice,
+                                                    self.config.engine_idle)
         else:
             core = await asyncio.get_running_loop().run_in_executor(None, self._load)
             self.engine = AsyncEngine(core)

@@ -74,12 +74,16 @@ def test_process_engine_matches_in_process_engine_and_aborts_free_blocks(checkpo
 
 def test_a_dead_engine_process_fails_requests_in_flight_and_after():
     async def scenario():
-        engine = await ProcessEngine.start(CONFIG)
+        engine = await ProcessEngine.start(CONFIG, idle=True)
         try:
             ids = engine.tokenizer.encode("Tell me everything about the ocean.")
             stream = engine.submit(ids, SamplingParams(max_tokens=400, ignore_eos=True), "a")
             first = await stream.__anext__()
             assert first.outputs[0].token_ids
+            if hasattr(os, "SCHED_IDLE"):  # every thread of the engine, torch's included
+                threads = [int(t) for t in os.listdir(f"/proc/{engine.pid}/task")]
+                assert len(threads) > 1
+                assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
             os.kill(engine.pid, signal.SIGKILL)
             with pytest.raises(EngineDeadError, match="engine process exited"):
                 async for _ in stream:
