@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 import time
@@ -47,6 +48,15 @@ def make_backend(config: ServerConfig, metrics: ServerMetrics, assignment: Assig
     return UpstreamBackend(config, metrics)
 
 
+def settle_heap() -> None:
+    """What the process holds once started (its imports, torch's included, and the model's
+    tokenizer and template) lives as long as it does: move it out of the garbage collector's
+    scans (`gc.freeze`, as vLLM's server does). A full collection otherwise walks ~190,000 objects,
+    ~90 ms here, a pause of every stream now and then."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(config: ServerConfig, announce=None) -> None:
     metrics = ServerMetrics(enabled=config.metrics)
     host = ModelHost()
@@ -56,12 +66,14 @@ async def serve(config: ServerConfig, announce=None) -> None:
             backend = make_backend(config, metrics)
             host.add(backend)  # answers 503 "loading" until started
             await backend.start()
+            settle_heap()
             return
         while not server.started:
             await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
         address = config.advertise or f"http://{config.host}:{port}"
         agent = CellAgent(config, host, address, lambda a: make_backend(config, metrics, a))
+        settle_heap()
         await agent.run()
 
     app = create_app(config, host, metrics, starting)
