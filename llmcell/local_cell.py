@@ -3,6 +3,13 @@
 Starts the admin, N model servers that join it (CPU threads split between them) and the gateway,
 publishes the default model with one replica, waits until it serves, and prints the URLs and
 example calls. Ctrl-C (or SIGTERM) stops every process, servers first so they drain.
+
+Once the cell serves, a process that exits is restarted, as Kubernetes' `restartPolicy: Always`
+does: after 1 s, then 2, 4, ... up to 30 s while it keeps failing (the count starts again once a
+process has run for a minute). A model-server group restarts whole, since its collectives need
+every member. A restarted server rejoins the admin under its id and is given its replicas again;
+the admin's state is on disk, and the gateway re-reads the routes. A failure while starting still
+stops the cell with the reason, rather than retrying a bad model or a port in use.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -94,48 +101,103 @@ def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 120.0) -
     raise TimeoutError(f"{what} did not answer {url} within {timeout:.0f}s")
 
 
+FIRST_BACKOFF, MAX_BACKOFF = 1.0, 30.0  # seconds before a restart, doubling while it fails
+STABLE_AFTER = 60.0  # a process that ran this long starts its back-off again from the first
+
+
+def restart_delay(failures: int) -> float:
+    """Seconds to wait before restarting a unit that has failed `failures` times in a row before
+    this failure (0 for the first)."""
+    return min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** min(failures, 16))
+
+
+@dataclass
+class _Unit:
+    """Processes started, failed and restarted together: one process, or a model-server group
+    (workers first, then the leader, which waits for them)."""
+    name: str
+    members: list[tuple[str, tuple[str, ...]]]  # (process name, `llmcell` arguments)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    started: float = 0.0
+    failures: int = 0  # in a row, each within STABLE_AFTER of its start
+    restart_at: float | None = None
+
+    def exited(self) -> tuple[str, int] | None:
+        for (name, _), proc in zip(self.members, self.procs):
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+
+def _terminate(procs: list[subprocess.Popen], timeout: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class LocalCell:
     def __init__(self, plan: CellPlan) -> None:
         self.plan = plan
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.units: list[_Unit] = []
         self.admin_url = f"http://{plan.host}:{plan.admin_port}"
         self.gateway_url = f"http://{plan.host}:{plan.gateway_port}"
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args])
-        self.procs.append((name, proc))
-        return proc
+    @property
+    def procs(self) -> list[tuple[str, subprocess.Popen]]:
+        return [(name, proc) for unit in self.units
+                for (name, _), proc in zip(unit.members, unit.procs)]
+
+    def _launch(self, unit: _Unit) -> None:
+        unit.procs = [subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args])
+                      for _, args in unit.members]
+        unit.started = time.monotonic()
+
+    def _spawn(self, name: str, *members: tuple[str, tuple[str, ...]]) -> subprocess.Popen:
+        """Start a unit; returns its last process (a group's leader)."""
+        unit = _Unit(name, list(members))
+        self.units.append(unit)
+        self._launch(unit)
+        return unit.procs[-1]
 
     def start(self, say=print) -> None:
         p = self.plan
         cores = p.threads or os.cpu_count() or 1
         per_server = max(1, cores // (p.servers * p.group_size))
-        admin = self._spawn("admin", "admin", "--host", p.host, "--port", str(p.admin_port),
-                            "--state", str(p.state_path),
-                            "--kv-reserve", str(p.kv_cache_memory))
+        admin = self._spawn("admin", ("admin", (
+            "admin", "--host", p.host, "--port", str(p.admin_port), "--state", str(p.state_path),
+            "--kv-reserve", str(p.kv_cache_memory))))
         _wait(self.admin_url + "/health", admin, "the admin")
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
         ports = _PortPicker(p.host)
         ports.taken |= {p.admin_port, p.gateway_port}
         for i in range(p.servers):
             port = ports.one()
-            group: list[str] = []
+            group: tuple[str, ...] = ()
+            members = []
             if p.group_size > 1:  # workers first: the leader waits for them at the rendezvous
-                group = ["--group-size", str(p.group_size), "--group-leader", p.host,
-                         "--group-port", str(ports.pair())]
-                for rank in range(1, p.group_size):
-                    self._spawn(f"worker-{i}-{rank}", "server", *group, "--group-rank",
-                                str(rank), "--port", str(ports.one()), "--threads",
-                                str(per_server), "--kv-cache-memory", str(p.kv_cache_memory))
-            self._spawn(f"server-{i}", "server", "--admin", self.admin_url, "--host", p.host,
-                        "--port", str(port), "--server-id", f"server-{i}",
-                        "--memory", str(p.server_memory), "--threads", str(per_server),
-                        "--kv-cache-memory", str(p.kv_cache_memory), *group,
-                        *(["--group-rank", "0"] if group else []))
+                group = ("--group-size", str(p.group_size), "--group-leader", p.host,
+                         "--group-port", str(ports.pair()))
+                members = [(f"worker-{i}-{rank}", (
+                    "server", *group, "--group-rank", str(rank), "--port", str(ports.one()),
+                    "--threads", str(per_server), "--kv-cache-memory", str(p.kv_cache_memory)))
+                    for rank in range(1, p.group_size)]
+            members.append((f"server-{i}", (
+                "server", "--admin", self.admin_url, "--host", p.host, "--port", str(port),
+                "--server-id", f"server-{i}", "--memory", str(p.server_memory), "--threads",
+                str(per_server), "--kv-cache-memory", str(p.kv_cache_memory), *group,
+                *(("--group-rank", "0") if group else ()))))
+            self._spawn(f"server-{i}", *members)
             shape = (f", a group of {p.group_size} processes" if p.group_size > 1 else "")
             say(f"server-{i} http://{p.host}:{port}  ({per_server} CPU threads{shape})")
-        gateway = self._spawn("gateway", "gateway", "--admin", self.admin_url, "--host", p.host,
-                              "--port", str(p.gateway_port), "--policy", p.policy)
+        gateway = self._spawn("gateway", ("gateway", (
+            "gateway", "--admin", self.admin_url, "--host", p.host, "--port", str(p.gateway_port),
+            "--policy", p.policy)))
         _wait(self.gateway_url + "/health", gateway, "the gateway")
         say(f"gateway  {self.gateway_url}")
         self.publish(say)
@@ -167,20 +229,34 @@ class LocalCell:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with status {proc.returncode}")
 
+    def supervise(self, now: float, say=print) -> None:
+        """One round of supervision (see the module's docstring): a unit with a process that
+        exited is stopped whole and restarted after its back-off."""
+        for unit in self.units:
+            if unit.restart_at is not None:
+                if now >= unit.restart_at:
+                    unit.restart_at = None
+                    self._launch(unit)
+                    say(f"{unit.name}: restarted")
+                continue
+            exited = unit.exited()
+            if exited is None:
+                continue
+            if now - unit.started >= STABLE_AFTER:
+                unit.failures = 0
+            delay = restart_delay(unit.failures)
+            unit.failures += 1
+            whole = f" (the whole group of {len(unit.procs)})" if len(unit.procs) > 1 else ""
+            say(f"{exited[0]} exited with status {exited[1]}; restarting {unit.name}{whole} in "
+                f"{delay:.0f}s")
+            _terminate(unit.procs, timeout=10)  # a group without a member cannot serve
+            unit.restart_at = now + delay
+
     def stop(self) -> None:
         """The gateway first (no new work), then the servers (they drain; a group's leader
         stops its workers), then any worker left, then the admin."""
         for stage in ("gateway", "server", "worker", "admin"):
-            group = [proc for name, proc in self.procs if name.startswith(stage)]
-            for proc in group:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in group:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _terminate([proc for name, proc in self.procs if name.startswith(stage)], timeout=30)
 
 
 def usage(gateway: str, sax_name: str, admin: str) -> str:
@@ -227,12 +303,16 @@ def run(plan: CellPlan) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
+
+    def say(line: str) -> None:
+        print(f"llmcell up: {line}", flush=True)
+
     try:
-        cell.start(lambda line: print(f"llmcell up: {line}", flush=True))
+        cell.start(say)
         print(f"llmcell up: ready in {time.monotonic() - started:.1f}s", flush=True)
         print(usage(cell.gateway_url, plan.sax_name, cell.admin_url), flush=True)
         while True:
-            cell.check_alive()
+            cell.supervise(time.monotonic(), say)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -1,11 +1,14 @@
-"""`llmcell up` (what `make run` runs): the whole cell from one command, stopped by Ctrl-C."""
+"""`llmcell up` (what `make run` runs): the whole cell from one command, restarting what
+crashes, stopped by Ctrl-C."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,8 +18,37 @@ from tests.server.conftest import free_port
 pytestmark = pytest.mark.slow
 
 
+def child_running(parent: int, *words: str) -> int:
+    """The pid of `parent`'s child process whose command line holds `words`, in that order."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            args = (stat.parent / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and any(args[i:i + len(words)] == list(words)
+                                  for i in range(len(args))):
+            return int(stat.parent.name)
+    raise LookupError(f"no child of {parent} runs {' '.join(words)}")
+
+
+def chat_until_served(url: str, timeout: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+                "model": "smollm2", "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 4})
+            if r.status_code == 200 or time.monotonic() > deadline:
+                return r
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 @pytest.mark.parametrize("group_size", [1, 2])
-def test_up_serves_both_apis_and_stops_cleanly(tmp_path, group_size):
+def test_up_serves_both_apis_restarts_a_crashed_server_and_stops_cleanly(tmp_path, group_size):
     port, admin_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llmcell.cli", "up", "--port", str(port), "--admin-port",
@@ -44,6 +76,25 @@ def test_up_serves_both_apis_and_stops_cleanly(tmp_path, group_size):
         assert r.status_code == 200 and r.json()[0][1] < 0
         servers = httpx.get(f"http://127.0.0.1:{admin_port}/cell/servers", timeout=10).json()
         assert [s["group_size"] for s in servers] == [group_size]
+
+        # A model server killed outright (a group: one of its workers) comes back, rejoins the
+        # admin and gets its replica again, and the gateway serves through it.
+        victim = (("--server-id", "server-0") if group_size == 1 else ("--group-rank", "1"))
+        pid = child_running(proc.pid, *victim)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not any("restarted" in line for line in lines) and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "llmcell up exited:\n" + "".join(lines)
+            lines.append(line)
+        out = "".join(lines)
+        name = "server-0" if group_size == 1 else "worker-0-1"
+        whole = "" if group_size == 1 else " (the whole group of 2)"
+        assert f"{name} exited with status -9; restarting server-0{whole} in 1s" in out, out
+        assert "server-0: restarted" in out
+        assert child_running(proc.pid, *victim) != pid
+        r = chat_until_served(url, timeout=120)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], r.text
     finally:
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(60)
