@@ -26,13 +26,15 @@ import asyncio
 import queue
 import threading
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from llmcell.config.engine import EngineConfig
-from llmcell.engine.core import EngineCore, check_request
 from llmcell.engine.outputs import RequestOutput
-from llmcell.engine.params import SamplingParams
+from llmcell.engine.params import SamplingParams, check_request
 from llmcell.engine.stats import EngineStats
+
+if TYPE_CHECKING:  # torch: only where the core runs (not in a server whose engine is a process)
+    from llmcell.engine.core import EngineCore
 
 
 BURST_GAP = 0.005
@@ -254,6 +256,8 @@ class AsyncEngine(EngineClient):
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> "AsyncEngine":
+        from llmcell.engine.core import EngineCore
+
         return cls(EngineCore(config))
 
     @property

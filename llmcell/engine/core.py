@@ -26,26 +26,12 @@ from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor
 from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
-from llmcell.engine.params import SamplingParams
+from llmcell.engine.params import SamplingParams, check_request
 from llmcell.engine.runner import ModelRunner
 from llmcell.engine.scheduler import Scheduler
 from llmcell.engine.sequence import Sequence
 from llmcell.engine.stats import EngineStats
 
-
-def check_request(prompt_token_ids: list[int], params: SamplingParams, vocab_size: int,
-                  max_model_len: int) -> None:
-    """Raise ValueError if the request can never run on an engine with this vocabulary and
-    context window (checked before it is queued, wherever the engine runs)."""
-    if not prompt_token_ids:
-        raise ValueError("the prompt is empty")
-    if any(not 0 <= t < vocab_size for t in prompt_token_ids):
-        raise ValueError(f"prompt token ids must be in [0, {vocab_size})")
-    total = len(prompt_token_ids) + params.max_tokens
-    if total > max_model_len:
-        raise ValueError(
-            f"this model's maximum context length is {max_model_len} tokens; the request "
-            f"has {len(prompt_token_ids)} prompt tokens + {params.max_tokens} max_tokens = {total}")
 
 
 @dataclass

@@ -93,3 +93,18 @@ def _check_int(name: str, value: object, lo: int | None = None, hi: int | None =
         raise ValueError(f"{name}={value} must be >= {lo}")
     if hi is not None and value > hi:
         raise ValueError(f"{name}={value} must be <= {hi}")
+
+
+def check_request(prompt_token_ids: list[int], params: SamplingParams, vocab_size: int,
+                  max_model_len: int) -> None:
+    """Raise ValueError if the request can never run on an engine with this vocabulary and
+    context window (checked before it is queued, wherever the engine runs)."""
+    if not prompt_token_ids:
+        raise ValueError("the prompt is empty")
+    if any(not 0 <= t < vocab_size for t in prompt_token_ids):
+        raise ValueError(f"prompt token ids must be in [0, {vocab_size})")
+    total = len(prompt_token_ids) + params.max_tokens
+    if total > max_model_len:
+        raise ValueError(
+            f"this model's maximum context length is {max_model_len} tokens; the request "
+            f"has {len(prompt_token_ids)} prompt tokens + {params.max_tokens} max_tokens = {total}")

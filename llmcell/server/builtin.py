@@ -17,10 +17,7 @@ from typing import AsyncIterator
 from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
 from llmcell.engine.async_engine import EngineClient, RequestStream
-from llmcell.engine.core import EngineCore
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
-from llmcell.engine.parallel.group import (LeaderRunner, announce_load, announce_unload,
-                                           group_joined, join_group)
 from llmcell.engine.outputs import RequestOutput
 from llmcell.engine.process import ProcessEngine
 from llmcell.protocol.errors import APIError, invalid
@@ -51,16 +48,20 @@ class BuiltinBackend:
                                                     self.config.engine_idle)
         else:
             core = await asyncio.get_running_loop().run_in_executor(None, self._load)
-            self.engine = AsyncEngine(core)
+            self.engine = AsyncEngine(core)  # a group's leader: its core drives the workers
         self.max_model_len = self.engine.max_model_len
         self._collector = self.metrics.bind_engine(self.engine, self.model_name)
         async for _ in self.engine.generate([1, 2, 3], SamplingParams(max_tokens=2), "warmup"):
             pass
         self._ready = True
 
-    def _load(self) -> EngineCore:
-        """The engine; as a group's leader, after the whole group joined (workers load their
-        shards at the same time)."""
+    def _load(self):
+        """The engine's core on a thread of this process (torch is imported here, not before);
+        as a group's leader, after the whole group joined (workers load their shards at the same
+        time)."""
+        from llmcell.engine.core import EngineCore
+        from llmcell.engine.parallel.group import announce_load, group_joined, join_group
+
         g = self.config.group
         if g.size == 1:
             return EngineCore(self.config.engine_config)
@@ -77,8 +78,9 @@ class BuiltinBackend:
         self._collector = None
         if self.engine is not None:
             await self.engine.aclose()
-            core = getattr(self.engine, "core", None)
-            if isinstance(getattr(core, "runner", None), LeaderRunner) and not self.engine.failed:
+            if self.config.group.size > 1 and not self.engine.failed:
+                from llmcell.engine.parallel.group import announce_unload
+
                 try:
                     announce_unload()
                 except RuntimeError:

@@ -17,7 +17,6 @@ from dataclasses import replace
 import uvicorn
 
 from llmcell.config.server import ServerConfig
-from llmcell.engine.parallel.group import group_joined, leave_group, stop_workers
 from llmcell.protocol.cell import Assignment
 from llmcell.server.agent import CellAgent
 from llmcell.server.app import create_app
@@ -114,12 +113,21 @@ async def serve(config: ServerConfig, announce=None) -> None:
         await server.serve()
     finally:
         reporter.cancel()
-        if config.group.size > 1 and group_joined():
-            try:
-                stop_workers()  # the workers exit 0
-            except RuntimeError:
-                pass  # the group is already broken: the workers exit on their own
-            leave_group()
+        if config.group.size > 1:
+            _leave_group()
+
+
+def _leave_group() -> None:
+    """A group's leader, stopping: its workers exit 0 (torch.distributed: imported only by
+    groups)."""
+    from llmcell.engine.parallel.group import group_joined, leave_group, stop_workers
+
+    if group_joined():
+        try:
+            stop_workers()
+        except RuntimeError:
+            pass  # the group is already broken: the workers exit on their own
+        leave_group()
 
 
 def run(config: ServerConfig) -> int:

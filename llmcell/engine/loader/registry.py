@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmcell.engine.loader.weights import Checkpoint, Keep, Progress, load_gguf, load_hf_dir
+if TYPE_CHECKING:  # weights import torch: only when a checkpoint is loaded
+    from llmcell.engine.loader.weights import Checkpoint, Keep, Progress
 
 MODEL_ALIASES: dict[str, tuple[str, str]] = {
     # alias -> (distribution that ships it, file name inside it)
@@ -40,6 +42,8 @@ def resolve_model_path(model: str) -> Path:
 
 def load_checkpoint(model: str, progress: Progress | None = None,
                     keep: Keep | None = None) -> Checkpoint:
+    from llmcell.engine.loader.weights import load_gguf, load_hf_dir
+
     path = resolve_model_path(model)
     if path.is_dir():
         return load_hf_dir(path, progress, keep)
