@@ -12,8 +12,8 @@ event loop's hand-offs, the client's own reading.
 Each round runs three workloads on each path (the paths swap turns every round):
 - burst: 32 requests sent at the same instant to an idle engine (also gives tokens/s);
 - concurrent: 32 clients each sending requests back to back (vLLM's `--max-concurrency 32`),
-  three each, with staggered lengths so that they do not finish together; the figures are taken
-  after each client's first request, in the steady state;
+  three each, with lengths drawn at random (seeded) so that they finish together only by
+  chance; the figures are taken after each client's first request, in the steady state;
 - isolated: requests one at a time.
 
 Time to first token (TTFT) is compared *paired*: for every request, the client's TTFT less the
@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import statistics
 import sys
 import time
@@ -77,6 +78,8 @@ class Sample:
     ttft: float  # seconds, as the client saw it
     outside: float  # the client's TTFT less the engine's own
     tokens: int
+    queued: float = 0.0  # the engine's arrival to the request's first step
+    prefill: float = 0.0  # that step's start to the first token (about one step)
 
 
 class DirectPath:
@@ -102,14 +105,16 @@ class DirectPath:
         prompt = tk.encode(render_chat(tk.chat_template, messages(i), True, tk.bos_token,
                                        tk.eos_token), add_special_tokens=False)
         params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-        ttft, engine_ttft, tokens = None, None, 0
+        ttft, engine_ttft, tokens, m = None, None, 0, None
         self.count += 1
         async for out in self.engine.generate(prompt, params, f"r{self.count}"):
             if ttft is None and out.outputs[0].delta_text:
                 ttft = time.perf_counter() - start
-                engine_ttft = out.metrics.first_token - out.metrics.arrival
+                m = out.metrics
+                engine_ttft = m.first_token - m.arrival
             tokens = len(out.outputs[0].token_ids)
-        return Sample(ttft, ttft - engine_ttft, tokens)
+        return Sample(ttft, ttft - engine_ttft, tokens, m.first_scheduled - m.arrival,
+                      m.first_token - m.first_scheduled)
 
     async def close(self) -> None:
         await self.engine.aclose()
@@ -136,10 +141,10 @@ class HTTPPath:
         body = self.body(i, max_tokens)
         wire = SSEConnection.request_bytes("127.0.0.1", "/v1/chat/completions", body)
         start = time.perf_counter() if start is None else start
-        ttft, engine_ttft, tokens = None, None, 0
+        ttft, engine_ttft, tokens, queued = None, None, 0, 0.0
 
         def read(payload: bytes) -> None:
-            nonlocal ttft, engine_ttft, tokens
+            nonlocal ttft, engine_ttft, tokens, queued
             if ttft is None and b'"content":"' in payload and b'"content":""' not in payload:
                 ttft = time.perf_counter() - start
             elif payload.startswith(b'{"id') and b'"usage":{' in payload:
@@ -147,6 +152,7 @@ class HTTPPath:
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
                     engine_ttft = chunk["timings"]["first_token_ms"] / 1e3
+                    queued = chunk["timings"]["queued_ms"] / 1e3
 
         if self.client == "wire":
             connection = self.conns[i % len(self.conns) if conn is None else conn]
@@ -159,7 +165,7 @@ class HTTPPath:
                 async for line in r.aiter_lines():
                     if line.startswith("data: {"):
                         read(line[6:].encode())
-        return Sample(ttft, ttft - engine_ttft, tokens)
+        return Sample(ttft, ttft - engine_ttft, tokens, queued, engine_ttft - queued)
 
     async def close(self) -> None:
         for c in self.conns:
@@ -168,8 +174,22 @@ class HTTPPath:
 
 
 def lengths(i: int, max_tokens: int) -> int:
-    """Staggered lengths for the concurrent clients, so that they do not all finish together."""
-    return max(8, max_tokens // 2 + (i % 8) * max_tokens // 8)
+    """Request `i`'s length for the concurrent clients: drawn from [max_tokens/2, 3*max_tokens/2)
+    with `i` as the seed (vLLM's random dataset with `--random-range-ratio 0.5`), the same on both
+    paths. Independent draws: clients finish together only by chance, as with real traffic. (A
+    cycle of eight lengths, used before, kept clients c, c+8, c+16 and c+24 in lockstep for the
+    whole run, so every step's finishers sent their next requests as bursts of four.)"""
+    lo = max(8, max_tokens // 2)
+    return random.Random(i).randrange(lo, lo + max(1, max_tokens))
+
+
+def missed_step(samples: list[Sample]) -> float:
+    """The share of requests that reached the engine too late for the step after their arrival
+    and waited for it whole (queued more than half a step) before their prefill. The paired
+    figure counts that wait as the engine's (it follows the request's arrival), so a path that
+    delivers requests later shows it here, and in the A/B TTFT, not in the paired figure."""
+    step = statistics.median(s.prefill for s in samples)
+    return sum(s.queued > step / 2 for s in samples) / len(samples)
 
 
 async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
@@ -180,7 +200,8 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
     nan = float("nan")
     result = dict.fromkeys(("tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "outside_ms",
                             "concurrent_tokens_per_s", "concurrent_ttft_p50_ms",
-                            "concurrent_outside_ms", "isolated_ttft_p50_ms",
+                            "concurrent_outside_ms", "concurrent_missed_step",
+                            "isolated_ttft_p50_ms",
                             "isolated_outside_ms"), nan)
     if "burst" in workloads:
         start = time.perf_counter()
@@ -205,7 +226,8 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
         result.update(
             concurrent_tokens_per_s=sum(s.tokens for run in runs for s in run) / wall,
             concurrent_ttft_p50_ms=ms([s.ttft for s in steady]),
-            concurrent_outside_ms=ms([s.outside for s in steady]))
+            concurrent_outside_ms=ms([s.outside for s in steady]),
+            concurrent_missed_step=missed_step(steady))
     if "isolated" in workloads:
         isolated = [await path.one(i, None, ISOLATED_TOKENS, conn=0) for i in range(ISOLATED)]
         result.update(isolated_ttft_p50_ms=ms([s.ttft for s in isolated]),
@@ -304,7 +326,10 @@ def main() -> int:
                "ttft_added_isolated_ms": added["isolated_outside_ms"],
                "ab_ttft_p50_added_burst_ms": added["ttft_p50_ms"],
                "ab_ttft_p50_added_concurrent_ms": added["concurrent_ttft_p50_ms"],
-               "ab_ttft_p50_added_isolated_ms": added["isolated_ttft_p50_ms"]}
+               "ab_ttft_p50_added_isolated_ms": added["isolated_ttft_p50_ms"],
+               "concurrent_missed_step": {side: statistics.median(
+                   r[side]["concurrent_missed_step"] for r in rounds)
+                   for side in ("engine", "http")}}
     print(f"medians over {len(rounds)} rounds of the per-round figures:")
     print(f"  HTTP keeps {ratio:.1%} of the engine's tokens/s in the burst, {conc_ratio:.1%} with "
           f"{args.requests} concurrent clients (target >= 90%)")
@@ -316,6 +341,10 @@ def main() -> int:
     print(f"  A/B p50 TTFT difference (moves with the machine's drift between turns): burst "
           f"{added['ttft_p50_ms']:+.1f} ms, concurrent {added['concurrent_ttft_p50_ms']:+.1f} ms, "
           f"one at a time {added['isolated_ttft_p50_ms']:+.1f} ms")
+    missed = summary["concurrent_missed_step"]
+    if missed["engine"] == missed["engine"]:  # not NaN: the concurrent workload ran
+        print(f"  concurrent clients' requests that reached the engine too late for the next step "
+              f"(and waited one whole): engine {missed['engine']:.0%}, HTTP {missed['http']:.0%}")
     if args.json:
         args.json.write_text(json.dumps({**result, "summary": summary}, indent=2))
     return 0

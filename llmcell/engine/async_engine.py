@@ -15,9 +15,10 @@ the first of a burst. When several have arrived, that is a burst still being rea
 waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so the whole burst
 is prefilled as one batch. Otherwise the first few would run a step of their own and the rest
 would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few milliseconds the
-server needs to read the rest. The engine never blocks the event loop: a thread's outputs cross
-over with `loop.call_soon_threadsafe`, a step's outputs in one wake-up. If a step raises, every
-in-flight request fails with that error.
+server needs to read the rest. After a step that finished requests, the engine loop holds the
+next step briefly for the requests that replace them (`refill_hold`). The engine never blocks the
+event loop: a thread's outputs cross over with `loop.call_soon_threadsafe`, a step's outputs in
+one wake-up. If a step raises, every in-flight request fails with that error.
 """
 
 from __future__ import annotations
@@ -49,6 +50,31 @@ FIRST_TURNS = 3
 for the loop to poll its sockets and run the requests that came while it read this one (the rest
 of a burst whose first request arrived alone), which then hold the burst; microseconds when none
 came. (A timer would not do: uvloop rounds delays to whole milliseconds.)"""
+
+
+REFILL_FRACTION = 0.02
+"""A step that finished requests is followed by a hold of at most this fraction of its time..."""
+REFILL_LIMIT = 0.010
+"""...and at most this many seconds (see `refill_hold`)."""
+
+
+def refill_hold(finished: int, step_seconds: float, stats: EngineStats) -> float:
+    """Seconds the engine loop waits, after a step that finished `finished` requests, for new ones
+    before it starts the next step (it goes on as soon as as many have come). A client that has
+    just read its answer often sends its next request at once (a chat, an agent, a benchmark's
+    closed loop); that request reaches the engine a millisecond or a few later, through the
+    server, and without the hold it misses the step that has just begun and waits for it whole
+    (~300 ms on a small CPU). The hold costs at most `REFILL_FRACTION` of throughput, on steps that
+    freed slots and only while nothing already waits to take them."""
+    if finished <= 0 or stats.num_waiting > 0:
+        return 0.0
+    return min(REFILL_LIMIT, REFILL_FRACTION * step_seconds)
+
+
+def count_adds(commands: list[tuple]) -> int:
+    """New requests among engine commands (a "batch" holds several)."""
+    return sum(sum(c[0] == "add" for c in cmd[1]) if cmd[0] == "batch" else cmd[0] == "add"
+               for cmd in commands)
 
 
 class EngineDeadError(RuntimeError):
@@ -122,7 +148,7 @@ def delivery_order(outputs: list[RequestOutput]) -> list[RequestOutput]:
     that order, one socket after another): first tokens first, since time to first token is what
     waiting users feel; requests that finished last, since a client that reads its answer often
     sends its next request at once, which is then read after this step's chunks are out rather
-    than queued behind them."""
+    than queued behind them (the engine holds its next step for it: `refill_hold`)."""
     def rank(out: RequestOutput) -> int:
         if out.finished:
             return 2
@@ -316,20 +342,32 @@ class AsyncEngine(EngineClient):
             stream.put(err)
 
     def _loop(self) -> None:
+        hold = 0.0  # seconds to wait for new requests before the next step (see refill_hold)
+        expected = 0
         while not self._stopping:
             try:
                 block = not self.core.has_work()
+                until = time.monotonic() + hold
                 while True:
+                    wait = 0.5 if block else until - time.monotonic() if expected > 0 else 0.0
                     try:
-                        cmd = self._commands.get(block=block, timeout=0.5 if block else None)
+                        cmd = self._commands.get(block=wait > 0, timeout=wait if wait > 0 else None)
                     except queue.Empty:
                         break
                     if cmd[0] == "stop":
                         return
+                    expected -= count_adds([cmd])
                     self._handle(cmd)
                     block = False
                 if self.core.has_work():
-                    self._deliver_all(self.core.step())
+                    started = time.monotonic()
+                    outputs = self.core.step()
+                    took = time.monotonic() - started
+                    self._deliver_all(outputs)
+                    expected = sum(out.finished for out in outputs)
+                    hold = refill_hold(expected, took, self.core.stats())
+                else:
+                    expected, hold = 0, 0.0
                 self._stats = self.core.stats()
             except Exception as e:  # a failed step must not leave callers waiting forever
                 self._error = e

@@ -34,12 +34,13 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmcell.config.engine import EngineConfig
-from llmcell.engine.async_engine import (EngineClient, EngineDeadError, apply_command,
-                                         delivery_order)
+from llmcell.engine.async_engine import (EngineClient, EngineDeadError, apply_command, count_adds,
+                                         delivery_order, refill_hold)
 from llmcell.engine.loader.tokenizer import Tokenizer
 from llmcell.engine.stats import EngineStats
 
@@ -96,11 +97,11 @@ class _ChildChannel:
         self.sock.settimeout(None)
         self.sock.sendall(frame(message))
 
-    def receive(self, block: bool) -> list[tuple] | None:
-        """The messages that have come (waiting up to `_IDLE_WAIT` for one if `block`); None when
-        the parent has gone."""
+    def receive(self, wait: float) -> list[tuple] | None:
+        """The messages that have come (waiting up to `wait` seconds for the first); None when the
+        parent has gone."""
         messages: list[tuple] = []
-        self.sock.settimeout(_IDLE_WAIT if block else 0.0)
+        self.sock.settimeout(max(0.0, wait))
         while True:
             try:
                 data = self.sock.recv(1 << 20)
@@ -121,7 +122,7 @@ def run_engine_process(sock: socket.socket) -> None:
     channel = _ChildChannel(sock)
     first: list[tuple] | None = []
     while first == []:
-        first = channel.receive(block=True)
+        first = channel.receive(_IDLE_WAIT)
     if first is None or first[0][0] != "config":
         return
     _, config, nice, idle = first[0]
@@ -161,10 +162,12 @@ def _sched_idle() -> bool:
 
 
 def _serve(core, channel: _ChildChannel) -> None:
+    held: list[tuple] = []  # commands that came during a refill hold
     while True:
-        messages = channel.receive(block=not core.has_work())
+        messages = channel.receive(0.0 if core.has_work() or held else _IDLE_WAIT)
         if messages is None:
             return
+        messages, held = held + messages, []
         outputs: list = []
         for message in messages:
             if message[0] == "stop":
@@ -173,14 +176,29 @@ def _serve(core, channel: _ChildChannel) -> None:
             outputs += apply_command(core, message, errors)
             for rid, err in errors:
                 channel.send(("error", rid, str(err)))
+        finished, took = 0, 0.0
         if core.has_work():
+            started = time.monotonic()
             try:
-                outputs += core.step()
+                stepped = core.step()
             except Exception as e:
                 channel.send(("dead", f"engine step failed: {e!r}"))
                 return
+            took = time.monotonic() - started
+            finished = sum(out.finished for out in stepped)
+            outputs += stepped
         if outputs or messages:
             channel.send(("out", outputs, core.stats()))
+        # (idle, the next receive waits for requests anyway)
+        hold = refill_hold(finished, took, core.stats()) if core.has_work() else 0.0
+        until = time.monotonic() + hold
+        while count_adds(held) < finished and (left := until - time.monotonic()) > 0:
+            got = channel.receive(left)
+            if got is None:
+                return
+            held += got
+            if any(m[0] == "stop" for m in got):
+                break
 
 
 # ---- the parent -------------------------------------------------------------------------------
