@@ -53,22 +53,21 @@ came. (A timer would not do: uvloop rounds delays to whole milliseconds.)"""
 
 
 REFILL_FRACTION = 0.02
-"""A step that finished requests is followed by a hold of at most this fraction of its time..."""
-REFILL_LIMIT = 0.010
-"""...and at most this many seconds (see `refill_hold`)."""
+"""A step that finished requests is followed by a hold of at most this fraction of its time (and
+at most `EngineConfig.refill_hold_ms`; see `refill_hold`)."""
 
 
-def refill_hold(finished: int, step_seconds: float, stats: EngineStats) -> float:
+def refill_hold(finished: int, step_seconds: float, stats: EngineStats, limit: float) -> float:
     """Seconds the engine loop waits, after a step that finished `finished` requests, for new ones
     before it starts the next step (it goes on as soon as as many have come). A client that has
     just read its answer often sends its next request at once (a chat, an agent, a benchmark's
     closed loop); that request reaches the engine a millisecond or a few later, through the
     server, and without the hold it misses the step that has just begun and waits for it whole
     (~300 ms on a small CPU). The hold costs at most `REFILL_FRACTION` of throughput, on steps that
-    freed slots and only while nothing already waits to take them."""
+    freed slots and only while nothing already waits to take them; `limit` (seconds) caps it."""
     if finished <= 0 or stats.num_waiting > 0:
         return 0.0
-    return min(REFILL_LIMIT, REFILL_FRACTION * step_seconds)
+    return min(limit, REFILL_FRACTION * step_seconds)
 
 
 def count_adds(commands: list[tuple]) -> int:
@@ -365,7 +364,8 @@ class AsyncEngine(EngineClient):
                     took = time.monotonic() - started
                     self._deliver_all(outputs)
                     expected = sum(out.finished for out in outputs)
-                    hold = refill_hold(expected, took, self.core.stats())
+                    hold = refill_hold(expected, took, self.core.stats(),
+                                       self.core.config.refill_hold_ms / 1e3)
                 else:
                     expected, hold = 0, 0.0
                 self._stats = self.core.stats()

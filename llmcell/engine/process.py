@@ -190,7 +190,8 @@ def _serve(core, channel: _ChildChannel) -> None:
         if outputs or messages:
             channel.send(("out", outputs, core.stats()))
         # (idle, the next receive waits for requests anyway)
-        hold = refill_hold(finished, took, core.stats()) if core.has_work() else 0.0
+        hold = refill_hold(finished, took, core.stats(), core.config.refill_hold_ms / 1e3) \
+            if core.has_work() else 0.0
         until = time.monotonic() + hold
         while count_adds(held) < finished and (left := until - time.monotonic()) > 0:
             got = channel.receive(left)

@@ -11,16 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from llmcell.engine import async_engine
-from llmcell.engine.async_engine import (REFILL_FRACTION, REFILL_LIMIT, AsyncEngine, count_adds,
-                                         refill_hold)
+from llmcell.config import EngineConfig
+from llmcell.engine.async_engine import REFILL_FRACTION, AsyncEngine, count_adds, refill_hold
 from llmcell.engine.outputs import CompletionOutput, RequestOutput
 from llmcell.engine.params import SamplingParams
 from llmcell.engine.process import _IDLE_WAIT as IDLE_WAIT
 from llmcell.engine.process import _serve
 from llmcell.engine.stats import EngineStats
 
-STEP = 0.25  # seconds a recorded step takes: a hold of min(REFILL_LIMIT, 2% of it)
+STEP = 0.25  # seconds a recorded step takes: a hold of min(the limit, 2% of it)
+LIMIT = EngineConfig.refill_hold_ms / 1e3
 
 
 def stats(running: int, waiting: int = 0) -> EngineStats:
@@ -30,7 +30,8 @@ def stats(running: int, waiting: int = 0) -> EngineStats:
 class RecordingCore:
     """Runs each request for its `max_tokens` steps; records which requests each step ran."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_ms: float = EngineConfig.refill_hold_ms) -> None:
+        self.config = SimpleNamespace(refill_hold_ms=hold_ms)
         self.left: dict[str, int] = {}
         self.steps: list[list[str]] = []
         self.tokenizer = None
@@ -72,10 +73,16 @@ def add(rid: str, steps: int) -> tuple:
 
 
 def test_the_hold_is_a_small_share_of_a_step_and_only_after_a_step_that_freed_slots():
-    assert refill_hold(0, 0.3, stats(4)) == 0.0  # nothing finished: nothing to replace
-    assert refill_hold(2, 0.3, stats(4, waiting=1)) == 0.0  # queued requests take the slots
-    assert refill_hold(1, 0.1, stats(4)) == pytest.approx(REFILL_FRACTION * 0.1)
-    assert refill_hold(1, 30.0, stats(4)) == REFILL_LIMIT
+    assert refill_hold(0, 0.3, stats(4), LIMIT) == 0.0  # nothing finished: nothing to replace
+    assert refill_hold(2, 0.3, stats(4, waiting=1), LIMIT) == 0.0  # queued ones take the slots
+    assert refill_hold(1, 0.1, stats(4), LIMIT) == pytest.approx(REFILL_FRACTION * 0.1)
+    assert refill_hold(1, 30.0, stats(4), LIMIT) == LIMIT
+    assert refill_hold(1, 30.0, stats(4), 0.0) == 0.0  # turned off
+
+
+def test_the_hold_limit_is_validated():
+    with pytest.raises(ValueError, match="refill_hold_ms=-1"):
+        EngineConfig(refill_hold_ms=-1)
 
 
 def test_adds_are_counted_inside_batches():
@@ -117,14 +124,13 @@ class LateChannel:
         return []
 
 
-def test_the_process_loop_holds_the_next_step_for_the_replacing_request(monkeypatch):
+def test_the_process_loop_holds_the_next_step_for_the_replacing_request():
     core, channel = RecordingCore(), LateChannel(late=0.001)
     _serve(core, channel)
     assert core.steps == [["a", "b"], ["b", "c"], ["b"]]
-    assert channel.holds and max(channel.holds) <= REFILL_LIMIT
+    assert channel.holds and max(channel.holds) <= LIMIT
 
-    monkeypatch.setattr(async_engine, "REFILL_FRACTION", 0.0)  # no hold: "c" misses a step
-    core, channel = RecordingCore(), LateChannel(late=0.001)
+    core, channel = RecordingCore(hold_ms=0), LateChannel(late=0.001)  # off: "c" misses a step
     _serve(core, channel)
     assert core.steps == [["a", "b"], ["b"], ["b", "c"]]
 
@@ -134,13 +140,17 @@ def test_a_hold_that_nothing_fills_ends_at_its_limit():
     started = time.monotonic()
     _serve(core, channel)
     assert core.steps == [["a", "b"], ["b"], ["b", "c"]]
-    # three steps and the late arrival's own wait; the hold itself adds at most REFILL_LIMIT
-    assert time.monotonic() - started < 3 * STEP + 0.2 + REFILL_LIMIT + 0.5
+    # three steps and the late arrival's own wait; the hold itself adds at most LIMIT
+    assert time.monotonic() - started < 3 * STEP + 0.2 + LIMIT + 0.5
 
 
-def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_at_once():
+@pytest.mark.parametrize("hold_ms,steps", [
+    (EngineConfig.refill_hold_ms, [["a", "b"], ["b", "c"], ["b"]]),
+    (0, [["a", "b"], ["b"], ["b", "c"]]),  # off: "c" comes while the second step runs
+])
+def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_at_once(hold_ms, steps):
     async def closed_loop() -> list[list[str]]:
-        core = RecordingCore()
+        core = RecordingCore(hold_ms)
         engine = AsyncEngine(core)
         try:
             a = engine.submit([1], SamplingParams(max_tokens=1), "a")
@@ -156,4 +166,4 @@ def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_at_once()
         finally:
             await engine.aclose()
 
-    assert asyncio.run(closed_loop()) == [["a", "b"], ["b", "c"], ["b"]]
+    assert asyncio.run(closed_loop()) == steps
