@@ -30,7 +30,8 @@ round through httpx (what the openai client uses) to show what a general client 
 Targets: the HTTP path keeps >= 90% of the engine's tokens/s and adds <= 2 ms to TTFT.
 
     .venv/bin/python bench/server_overhead.py [--requests 32] [--max-tokens 64] [--rounds 2]
-        [--workloads burst,concurrent,isolated] [--per-client 3] [--httpx]
+        [--workloads burst,concurrent,isolated] [--per-client 3] [--httpx] [--json FILE]
+        [--plot PNG]
 """
 
 from __future__ import annotations
@@ -207,6 +208,7 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
         start = time.perf_counter()
         burst = await asyncio.gather(*[path.one(i, start, max_tokens) for i in range(n)])
         wall = time.perf_counter() - start
+        result["samples_burst"] = [(s.ttft, s.outside) for s in burst]
         result.update(tokens_per_s=sum(s.tokens for s in burst) / wall,
                       ttft_p50_ms=ms([s.ttft for s in burst]),
                       ttft_p95_ms=1e3 * pct([s.ttft for s in burst], 0.95),
@@ -223,6 +225,7 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
         runs = await asyncio.gather(*[client(c) for c in range(n)])
         wall = time.perf_counter() - start
         steady = [s for run in runs for s in run[1:]]
+        result["samples_concurrent"] = [(s.ttft, s.outside) for s in steady]
         result.update(
             concurrent_tokens_per_s=sum(s.tokens for run in runs for s in run) / wall,
             concurrent_ttft_p50_ms=ms([s.ttft for s in steady]),
@@ -230,6 +233,7 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
             concurrent_missed_step=missed_step(steady))
     if "isolated" in workloads:
         isolated = [await path.one(i, None, ISOLATED_TOKENS, conn=0) for i in range(ISOLATED)]
+        result["samples_isolated"] = [(s.ttft, s.outside) for s in isolated]
         result.update(isolated_ttft_p50_ms=ms([s.ttft for s in isolated]),
                       isolated_outside_ms=ms([s.outside for s in isolated]))
     return result
@@ -276,6 +280,39 @@ def diff(rounds: list[dict], key: str) -> float:
     return statistics.median(r["http"][key] - r["engine"][key] for r in rounds)
 
 
+def plot(rounds: list[dict], n: int, out: Path) -> Path:
+    """One column per workload: the CDF of each request's time outside the engine (its client
+    TTFT less the engine's own), HTTP against the direct path, all rounds pooled; below, the CDF
+    of the client TTFT itself."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [(w, title) for w, title in (("burst", f"burst of {n}"),
+                                         ("concurrent", f"{n} concurrent clients"),
+                                         ("isolated", "one at a time"))
+             if any(r["engine"].get(f"samples_{w}") for r in rounds)]
+    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
+    for col, (workload, title) in enumerate(names):
+        for side, label in (("engine", "engine directly"), ("http", "through HTTP")):
+            pairs = [p for r in rounds for p in r[side].get(f"samples_{workload}", [])]
+            for row, values in enumerate(([o for _, o in pairs], [t for t, _ in pairs])):
+                xs = sorted(1e3 * v for v in values)
+                axes[row][col].plot(xs, [(i + 1) / len(xs) for i in range(len(xs))],
+                                    drawstyle="steps-post", label=label)
+        axes[0][col].set_title(f"{title}: time outside the engine")
+        axes[1][col].set_title(f"{title}: client TTFT")
+        for row in (0, 1):
+            axes[row][col].set_xlabel("ms")
+            axes[row][col].set_ylabel("fraction of requests")
+            axes[row][col].grid(alpha=0.3)
+            axes[row][col].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--requests", type=int, default=32)
@@ -289,6 +326,8 @@ def main() -> int:
     ap.add_argument("--per-client", type=int, default=PER_CLIENT,
                     help="requests each concurrent client sends (the first is not counted)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--plot", type=Path, metavar="PNG",
+                    help="write the per-request distributions (all rounds) to this PNG")
     args = ap.parse_args()
     unknown = set(args.workloads) - {"burst", "concurrent", "isolated"}
     if unknown or not args.workloads:
@@ -347,6 +386,8 @@ def main() -> int:
               f"(and waited one whole): engine {missed['engine']:.0%}, HTTP {missed['http']:.0%}")
     if args.json:
         args.json.write_text(json.dumps({**result, "summary": summary}, indent=2))
+    if args.plot:
+        print(f"plot: {plot(rounds, args.requests, args.plot)}")
     return 0
 
 
