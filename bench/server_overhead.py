@@ -23,6 +23,12 @@ the p50 of that over HTTP, less the same over the direct path, is what HTTP adds
 engine's own time, which on this machine drifts by 10-20% between turns, far more than the
 milliseconds measured. The plain A/B difference of p50 TTFTs is printed too, with that caveat.
 
+For the burst the bench also prints where its time outside the engine goes (`burst_pace`): how
+often each path hands the engine a request and a client its first token. One event loop takes a
+burst's requests in one after another and writes their first tokens one after another, so the
+burst's p50 request waits behind half the burst on both counts; half the burst times the
+per-request difference is the part of the burst's figure that comes from serial work.
+
 The HTTP client is `llmcell.bench.wire` (pre-encoded requests on kept-alive sockets) so that the
 client's own cost, which shares these 2 cores, is not counted as the server's; `--httpx` adds a
 round through httpx (what the openai client uses) to show what a general client adds.
@@ -43,7 +49,6 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from bench.overhead_figures import Sample, burst_pace, missed_step, pct, plot  # noqa: E402
 from llmcell.bench.wire import SSEConnection  # noqa: E402
 from llmcell.config import EngineConfig  # noqa: E402
 from llmcell.engine import SamplingParams  # noqa: E402
@@ -67,20 +73,6 @@ NICE, IDLE = 5, True  # the server's default engine priority, used for the direc
 
 def messages(i: int) -> list[dict]:
     return [{"role": "user", "content": f"Request {i}: describe a city by a river in detail."}]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-@dataclass
-class Sample:
-    ttft: float  # seconds, as the client saw it
-    outside: float  # the client's TTFT less the engine's own
-    tokens: int
-    queued: float = 0.0  # the engine's arrival to the request's first step
-    prefill: float = 0.0  # that step's start to the first token (about one step)
 
 
 class DirectPath:
@@ -116,6 +108,9 @@ class DirectPath:
             tokens = len(out.outputs[0].token_ids)
         return Sample(ttft, ttft - engine_ttft, tokens, m.first_scheduled - m.arrival,
                       m.first_token - m.first_scheduled)
+
+    async def prepare(self) -> None:
+        """Nothing to set up before a workload (see `HTTPPath.prepare`)."""
 
     async def close(self) -> None:
         await self.engine.aclose()
@@ -168,6 +163,19 @@ class HTTPPath:
                         read(line[6:].encode())
         return Sample(ttft, ttft - engine_ttft, tokens, queued, engine_ttft - queued)
 
+    async def prepare(self) -> None:
+        """Open every connection afresh before a workload, outside the clock. The server closes a
+        connection idle for 5 s (uvicorn's keep-alive), which the connections here often are
+        between workloads; a burst would then open most of them while the rest are already
+        sending, and the first request, alone on a warm connection, would reach the idle engine
+        ~15 ms before the others (the client opening 31 connections first) and take a step of
+        its own. A model server's callers (the gateway's pool) keep their connections open, so
+        the figures are for requests on open connections."""
+        for c in self.conns:
+            c.close()
+        await asyncio.gather(*[c.open() for c in self.conns])
+        await asyncio.sleep(0.05)  # the server accepts them
+
     async def close(self) -> None:
         for c in self.conns:
             c.close()
@@ -184,15 +192,6 @@ def lengths(i: int, max_tokens: int) -> int:
     return random.Random(i).randrange(lo, lo + max(1, max_tokens))
 
 
-def missed_step(samples: list[Sample]) -> float:
-    """The share of requests that reached the engine too late for the step after their arrival
-    and waited for it whole (queued more than half a step) before their prefill. The paired
-    figure counts that wait as the engine's (it follows the request's arrival), so a path that
-    delivers requests later shows it here, and in the A/B TTFT, not in the paired figure."""
-    step = statistics.median(s.prefill for s in samples)
-    return sum(s.queued > step / 2 for s in samples) / len(samples)
-
-
 async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
                    per_client: int) -> dict:
     """The burst, the concurrent clients, then requests one at a time (those of `workloads`), on
@@ -205,6 +204,7 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
                             "isolated_ttft_p50_ms",
                             "isolated_outside_ms"), nan)
     if "burst" in workloads:
+        await path.prepare()
         start = time.perf_counter()
         burst = await asyncio.gather(*[path.one(i, start, max_tokens) for i in range(n)])
         wall = time.perf_counter() - start
@@ -212,7 +212,8 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
         result.update(tokens_per_s=sum(s.tokens for s in burst) / wall,
                       ttft_p50_ms=ms([s.ttft for s in burst]),
                       ttft_p95_ms=1e3 * pct([s.ttft for s in burst], 0.95),
-                      outside_ms=ms([s.outside for s in burst]))
+                      outside_ms=ms([s.outside for s in burst]),
+                      burst_pace=burst_pace(burst))
     if "concurrent" in workloads:
         async def client(c: int) -> list[Sample]:
             out = []
@@ -221,6 +222,7 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
                 out.append(await path.one(i, None, lengths(i, max_tokens), conn=c))
             return out
 
+        await path.prepare()
         start = time.perf_counter()
         runs = await asyncio.gather(*[client(c) for c in range(n)])
         wall = time.perf_counter() - start
@@ -232,6 +234,7 @@ async def measured(path, n: int, max_tokens: int, workloads: tuple[str, ...],
             concurrent_outside_ms=ms([s.outside for s in steady]),
             concurrent_missed_step=missed_step(steady))
     if "isolated" in workloads:
+        await path.prepare()
         isolated = [await path.one(i, None, ISOLATED_TOKENS, conn=0) for i in range(ISOLATED)]
         result["samples_isolated"] = [(s.ttft, s.outside) for s in isolated]
         result.update(isolated_ttft_p50_ms=ms([s.ttft for s in isolated]),
@@ -278,39 +281,6 @@ async def run(args) -> dict:
 
 def diff(rounds: list[dict], key: str) -> float:
     return statistics.median(r["http"][key] - r["engine"][key] for r in rounds)
-
-
-def plot(rounds: list[dict], n: int, out: Path) -> Path:
-    """One column per workload: the CDF of each request's time outside the engine (its client
-    TTFT less the engine's own), HTTP against the direct path, all rounds pooled; below, the CDF
-    of the client TTFT itself."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [(w, title) for w, title in (("burst", f"burst of {n}"),
-                                         ("concurrent", f"{n} concurrent clients"),
-                                         ("isolated", "one at a time"))
-             if any(r["engine"].get(f"samples_{w}") for r in rounds)]
-    fig, axes = plt.subplots(2, len(names), figsize=(5 * len(names), 7), squeeze=False)
-    for col, (workload, title) in enumerate(names):
-        for side, label in (("engine", "engine directly"), ("http", "through HTTP")):
-            pairs = [p for r in rounds for p in r[side].get(f"samples_{workload}", [])]
-            for row, values in enumerate(([o for _, o in pairs], [t for t, _ in pairs])):
-                xs = sorted(1e3 * v for v in values)
-                axes[row][col].plot(xs, [(i + 1) / len(xs) for i in range(len(xs))],
-                                    drawstyle="steps-post", label=label)
-        axes[0][col].set_title(f"{title}: time outside the engine")
-        axes[1][col].set_title(f"{title}: client TTFT")
-        for row in (0, 1):
-            axes[row][col].set_xlabel("ms")
-            axes[row][col].set_ylabel("fraction of requests")
-            axes[row][col].grid(alpha=0.3)
-            axes[row][col].legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
 
 
 def main() -> int:
@@ -380,6 +350,30 @@ def main() -> int:
     print(f"  A/B p50 TTFT difference (moves with the machine's drift between turns): burst "
           f"{added['ttft_p50_ms']:+.1f} ms, concurrent {added['concurrent_ttft_p50_ms']:+.1f} ms, "
           f"one at a time {added['isolated_ttft_p50_ms']:+.1f} ms")
+    paces = [r for r in rounds if "burst_pace" in r["engine"]]
+    whole = [r for r in paces if r["engine"]["burst_pace"]["one_step"]
+             and r["http"]["burst_pace"]["one_step"]]
+    if paces:
+        pace = {side: {key: statistics.median(r[side]["burst_pace"][key] for r in whole)
+                       for key in ("first_ms", "ingest_ms", "deliver_ms")}
+                for side in ("engine", "http")
+                } if whole else None
+        summary["burst_pace"] = pace
+        summary["burst_split_rounds"] = len(paces) - len(whole)
+        if pace:
+            e, h = pace["engine"], pace["http"]
+            floor = args.requests / 2 * (h["ingest_ms"] + h["deliver_ms"] - e["ingest_ms"]
+                                         - e["deliver_ms"])
+            summary["burst_serial_loss_ms"] = floor
+            print(f"  burst, where its time outside the engine goes (rounds where it ran as one "
+                  f"step; HTTP, then directly): the first request in and first token out "
+                  f"{h['first_ms']:.2f} / {e['first_ms']:.2f} ms; then the engine gets a request "
+                  f"every {h['ingest_ms']:.3f} / {e['ingest_ms']:.3f} ms and clients their first "
+                  f"token every {h['deliver_ms']:.3f} / {e['deliver_ms']:.3f} ms; the p50 request "
+                  f"waits behind {args.requests // 2} of each: {floor:+.1f} ms")
+        if len(whole) < len(paces):
+            print(f"  burst split in {len(paces) - len(whole)} of {len(paces)} rounds (some "
+                  f"requests got their first token a step later than the rest)")
     missed = summary["concurrent_missed_step"]
     if missed["engine"] == missed["engine"]:  # not NaN: the concurrent workload ran
         print(f"  concurrent clients' requests that reached the engine too late for the next step "

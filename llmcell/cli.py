@@ -48,9 +48,10 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                    default=EngineConfig.max_num_batched_tokens,
                    help="token budget per step; long prompts prefill in chunks of this size")
     g.add_argument("--no-prefix-caching", action="store_true", help="disable prefix caching")
-    g.add_argument("--refill-hold-ms", type=float, default=EngineConfig.refill_hold_ms,
-                   help="after a step that finished requests, wait up to this long (and at most "
-                        "2%% of the step) for their replacements before the next step; 0 = off "
+    g.add_argument("--step-hold-ms", type=float, default=EngineConfig.step_hold_ms,
+                   help="the most a step is held (and at most 2%% of a step) for requests about "
+                        "to come: after a step that finished requests, for their replacements; "
+                        "a lone request at an idle engine, for the rest of a burst; 0 = off "
                         "(default: %(default)s)")
     g.add_argument("--attention-backend", default="auto", choices=["auto", "native", "torch"],
                    help="decode attention: native C++ kernel over the paged cache (fp32 CPU), "
@@ -63,7 +64,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         threads=args.threads, kv_cache_memory=args.kv_cache_memory,
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
-        enable_prefix_caching=not args.no_prefix_caching, refill_hold_ms=args.refill_hold_ms,
+        enable_prefix_caching=not args.no_prefix_caching, step_hold_ms=args.step_hold_ms,
         attention_backend=args.attention_backend,
         show_progress=sys.stderr.isatty())
 

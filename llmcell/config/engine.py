@@ -35,9 +35,10 @@ class EngineConfig:
     max_model_len: int = 0
     """Longest sequence (prompt + output); 0 takes the model's context length."""
     enable_prefix_caching: bool = True
-    refill_hold_ms: float = 10.0
-    """After a step that finished requests, the engine waits up to this long (and at most 2% of
-    that step's time) for the requests that replace them before its next step; 0 turns it off."""
+    step_hold_ms: float = 10.0
+    """The most the engine holds a step for requests about to come, and at most 2% of a step:
+    after a step that finished requests, for the requests that replace them; and a lone request
+    at an idle engine, for the rest of a possible burst. 0 turns both holds off."""
     seed: int = 0
     attention_backend: str = "auto"
     """Decode attention: "native" (a C++ kernel reading the paged cache in place; fp32 CPU),
@@ -63,9 +64,9 @@ class EngineConfig:
         _positive("max_num_batched_tokens", self.max_num_batched_tokens)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0 (0 means all cores)")
-        if not isinstance(self.refill_hold_ms, (int, float)) or isinstance(
-                self.refill_hold_ms, bool) or not 0 <= self.refill_hold_ms <= 1000:
-            raise ValueError(f"refill_hold_ms={self.refill_hold_ms!r} must be a number of "
+        if not isinstance(self.step_hold_ms, (int, float)) or isinstance(
+                self.step_hold_ms, bool) or not 0 <= self.step_hold_ms <= 1000:
+            raise ValueError(f"step_hold_ms={self.step_hold_ms!r} must be a number of "
                              f"milliseconds in [0, 1000]")
         if self.max_model_len < 0:
             raise ValueError(f"max_model_len={self.max_model_len} must be >= 0")

@@ -11,12 +11,15 @@ server submits before it starts its response, so prefill overlaps with sending t
 Requests submitted in the same turn of the event loop reach the engine together (one hand-off, at
 the loop's next turn), so at a busy engine a request waits only for the current turn to end
 (microseconds). At an idle engine a lone request waits a few turns (`FIRST_TURNS`) in case it is
-the first of a burst. When several have arrived, that is a burst still being read: the hand-off then
-waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so the whole burst
-is prefilled as one batch. Otherwise the first few would run a step of their own and the rest
-would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few milliseconds the
-server needs to read the rest. After a step that finished requests, the engine loop holds the
-next step briefly for the requests that replace them (`refill_hold`). The engine never blocks the
+the first of a burst, and at least `idle_hold` (a small fraction of a prefill step): clients
+that open new connections for a burst reach the server a millisecond or two apart while it accepts
+them, longer than a few turns. When several have arrived, that is a burst still being read: the
+hand-off then waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so
+the whole burst is prefilled as one batch. Otherwise the first few would run a step of their own
+and the rest would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few
+milliseconds the server needs to read the rest. After a step that finished requests, the engine
+loop holds the next step briefly for the requests that replace them (`refill_hold`). Both holds
+are capped by `EngineConfig.step_hold_ms`. The engine never blocks the
 event loop: a thread's outputs cross over with `loop.call_soon_threadsafe`, a step's outputs in
 one wake-up. If a step raises, every in-flight request fails with that error.
 """
@@ -52,9 +55,20 @@ of a burst whose first request arrived alone), which then hold the burst; micros
 came. (A timer would not do: uvloop rounds delays to whole milliseconds.)"""
 
 
-REFILL_FRACTION = 0.02
-"""A step that finished requests is followed by a hold of at most this fraction of its time (and
-at most `EngineConfig.refill_hold_ms`; see `refill_hold`)."""
+HOLD_FRACTION = 0.02
+"""A hold for requests about to come lasts at most this fraction of a step (and at most
+`EngineConfig.step_hold_ms`): after a step that finished requests (`refill_hold`), and for a lone
+request at an idle engine (`idle_hold`)."""
+
+
+def idle_hold(stats: EngineStats, limit: float) -> float:
+    """Seconds a lone request at an idle engine is held for the rest of a possible burst. Without
+    it, a burst whose requests come a millisecond or two apart (clients opening new connections,
+    which the server accepts one after another) is split: the first request runs a prefill step
+    of its own and the rest wait for it whole. The hold costs that lone request at most
+    `HOLD_FRACTION` of a prefill step (`stats.prefill_seconds`, the last one) on top of its own;
+    `limit` (seconds) caps it, and before the first prefill there is none."""
+    return min(limit, HOLD_FRACTION * stats.prefill_seconds)
 
 
 def refill_hold(finished: int, step_seconds: float, stats: EngineStats, limit: float) -> float:
@@ -63,11 +77,11 @@ def refill_hold(finished: int, step_seconds: float, stats: EngineStats, limit: f
     just read its answer often sends its next request at once (a chat, an agent, a benchmark's
     closed loop); that request reaches the engine a millisecond or a few later, through the
     server, and without the hold it misses the step that has just begun and waits for it whole
-    (~300 ms on a small CPU). The hold costs at most `REFILL_FRACTION` of throughput, on steps that
+    (~300 ms on a small CPU). The hold costs at most `HOLD_FRACTION` of throughput, on steps that
     freed slots and only while nothing already waits to take them; `limit` (seconds) caps it."""
     if finished <= 0 or stats.num_waiting > 0:
         return 0.0
-    return min(limit, REFILL_FRACTION * step_seconds)
+    return min(limit, HOLD_FRACTION * step_seconds)
 
 
 def count_adds(commands: list[tuple]) -> int:
@@ -179,6 +193,9 @@ class EngineClient:
         self._lock = threading.Lock()
         self._stats = stats
         self._error: BaseException | None = None
+        self.hold_limit = 0.0
+        """Seconds: the most a lone request at an idle engine is held (`idle_hold`); set from
+        `EngineConfig.step_hold_ms` by the subclass."""
 
     # ---- what a transport provides ----------------------------------------------------------------
     def _post(self, cmd: tuple) -> None:
@@ -220,7 +237,9 @@ class EngineClient:
         if self._pending is None:
             self._pending, self._pending_since = [cmd], now
             idle = self._stats.num_running + self._stats.num_waiting == 0
-            self._hand_off = loop.call_soon(self._flush_in, loop, FIRST_TURNS - 1 if idle else 0)
+            hold = idle_hold(self._stats, self.hold_limit) if idle else 0.0
+            self._hand_off = loop.call_soon(self._flush_in, loop, FIRST_TURNS - 1 if idle else 0,
+                                            now + hold)
             return
         self._pending.append(cmd)
         idle = self._stats.num_running + self._stats.num_waiting == 0
@@ -229,9 +248,12 @@ class EngineClient:
             wait = min(BURST_GAP, self._pending_since + BURST_LIMIT - now)
             self._hand_off = loop.call_later(max(0.0, wait), self._flush)
 
-    def _flush_in(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
+    def _flush_in(self, loop: asyncio.AbstractEventLoop, turns: int, until: float) -> None:
+        """Hand off after `turns` more turns of the loop, and not before `until`."""
         if turns > 0:
-            self._hand_off = loop.call_soon(self._flush_in, loop, turns - 1)
+            self._hand_off = loop.call_soon(self._flush_in, loop, turns - 1, until)
+        elif (left := until - time.monotonic()) > 0:
+            self._hand_off = loop.call_later(left, self._flush)
         else:
             self._flush()
 
@@ -274,6 +296,7 @@ class AsyncEngine(EngineClient):
         super().__init__(core.tokenizer, core.max_model_len, core.model_config.vocab_size,
                          core.stats())
         self.core = core
+        self.hold_limit = core.config.step_hold_ms / 1e3
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="llmcell-engine", daemon=True)
@@ -365,7 +388,7 @@ class AsyncEngine(EngineClient):
                     self._deliver_all(outputs)
                     expected = sum(out.finished for out in outputs)
                     hold = refill_hold(expected, took, self.core.stats(),
-                                       self.core.config.refill_hold_ms / 1e3)
+                                       self.core.config.step_hold_ms / 1e3)
                 else:
                     expected, hold = 0, 0.0
                 self._stats = self.core.stats()

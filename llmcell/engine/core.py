@@ -90,6 +90,7 @@ class EngineCore:
         self._prompt_tokens = 0
         self._generation_tokens = 0
         self._steps = 0
+        self._prefill_seconds = 0.0
 
     @staticmethod
     def _decode_kernel(config: EngineConfig, dtype: torch.dtype, device: torch.device):
@@ -154,12 +155,16 @@ class EngineCore:
 
     # ---- stepping ---------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        started = time.monotonic()
         plan = self.scheduler.schedule()
         result = self.runner.execute(plan)
         advanced = self.scheduler.update(plan, result)
         self._steps += 1
-        self._prompt_tokens += sum(max(0, min(c.end, c.seq.num_prompt_tokens) - c.start)
-                                   for c in plan.chunks)
+        prompt_tokens = sum(max(0, min(c.end, c.seq.num_prompt_tokens) - c.start)
+                            for c in plan.chunks)
+        self._prompt_tokens += prompt_tokens
+        if prompt_tokens:
+            self._prefill_seconds = time.monotonic() - started
         self._generation_tokens += len(advanced)
         touched: dict[str, _Request] = {}
         for seq in advanced:
@@ -229,4 +234,5 @@ class EngineCore:
             prompt_tokens=self._prompt_tokens,
             generation_tokens=self._generation_tokens,
             steps=self._steps,
+            prefill_seconds=self._prefill_seconds,
         )

@@ -190,7 +190,7 @@ def _serve(core, channel: _ChildChannel) -> None:
         if outputs or messages:
             channel.send(("out", outputs, core.stats()))
         # (idle, the next receive waits for requests anyway)
-        hold = refill_hold(finished, took, core.stats(), core.config.refill_hold_ms / 1e3) \
+        hold = refill_hold(finished, took, core.stats(), core.config.step_hold_ms / 1e3) \
             if core.has_work() else 0.0
         until = time.monotonic() + hold
         while count_adds(held) < finished and (left := until - time.monotonic()) > 0:
@@ -261,6 +261,7 @@ class ProcessEngine(EngineClient):
         engine.tokenizer, engine.max_model_len = info.tokenizer, info.max_model_len
         engine.vocab_size, engine._stats = info.vocab_size, info.stats
         engine.load_seconds = info.load_seconds
+        engine.hold_limit = config.step_hold_ms / 1e3
         return engine
 
     @property

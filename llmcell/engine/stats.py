@@ -21,3 +21,6 @@ class EngineStats:
     """Prompt tokens computed (cumulative; cached tokens excluded)."""
     generation_tokens: int
     steps: int
+    prefill_seconds: float = 0.0
+    """How long the most recent step that computed prompt tokens took (0 before the first): the
+    scale of what a request that misses a prefill step waits for it."""

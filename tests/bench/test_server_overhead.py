@@ -29,5 +29,8 @@ def test_a_small_run_reports_every_figure_and_plots(tmp_path):
         assert math.isfinite(summary[key]), key
     assert summary["throughput_ratio"] > 0
     assert set(summary["concurrent_missed_step"]) == {"engine", "http"}
+    if summary["burst_pace"] is not None:  # None only when every round's burst split
+        for side in ("engine", "http"):
+            assert summary["burst_pace"][side]["ingest_ms"] > 0, summary["burst_pace"]
     assert "p50 TTFT added by HTTP" in run.stdout
     assert png.read_bytes().startswith(PNG_MAGIC)

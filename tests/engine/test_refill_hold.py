@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmcell.config import EngineConfig
-from llmcell.engine.async_engine import REFILL_FRACTION, AsyncEngine, count_adds, refill_hold
+from llmcell.engine.async_engine import HOLD_FRACTION, AsyncEngine, count_adds, refill_hold
 from llmcell.engine.outputs import CompletionOutput, RequestOutput
 from llmcell.engine.params import SamplingParams
 from llmcell.engine.process import _IDLE_WAIT as IDLE_WAIT
@@ -20,7 +20,7 @@ from llmcell.engine.process import _serve
 from llmcell.engine.stats import EngineStats
 
 STEP = 0.25  # seconds a recorded step takes: a hold of min(the limit, 2% of it)
-LIMIT = EngineConfig.refill_hold_ms / 1e3
+LIMIT = EngineConfig.step_hold_ms / 1e3
 
 
 def stats(running: int, waiting: int = 0) -> EngineStats:
@@ -30,8 +30,8 @@ def stats(running: int, waiting: int = 0) -> EngineStats:
 class RecordingCore:
     """Runs each request for its `max_tokens` steps; records which requests each step ran."""
 
-    def __init__(self, hold_ms: float = EngineConfig.refill_hold_ms) -> None:
-        self.config = SimpleNamespace(refill_hold_ms=hold_ms)
+    def __init__(self, hold_ms: float = EngineConfig.step_hold_ms) -> None:
+        self.config = SimpleNamespace(step_hold_ms=hold_ms)
         self.left: dict[str, int] = {}
         self.steps: list[list[str]] = []
         self.tokenizer = None
@@ -75,14 +75,14 @@ def add(rid: str, steps: int) -> tuple:
 def test_the_hold_is_a_small_share_of_a_step_and_only_after_a_step_that_freed_slots():
     assert refill_hold(0, 0.3, stats(4), LIMIT) == 0.0  # nothing finished: nothing to replace
     assert refill_hold(2, 0.3, stats(4, waiting=1), LIMIT) == 0.0  # queued ones take the slots
-    assert refill_hold(1, 0.1, stats(4), LIMIT) == pytest.approx(REFILL_FRACTION * 0.1)
+    assert refill_hold(1, 0.1, stats(4), LIMIT) == pytest.approx(HOLD_FRACTION * 0.1)
     assert refill_hold(1, 30.0, stats(4), LIMIT) == LIMIT
     assert refill_hold(1, 30.0, stats(4), 0.0) == 0.0  # turned off
 
 
 def test_the_hold_limit_is_validated():
-    with pytest.raises(ValueError, match="refill_hold_ms=-1"):
-        EngineConfig(refill_hold_ms=-1)
+    with pytest.raises(ValueError, match="step_hold_ms=-1"):
+        EngineConfig(step_hold_ms=-1)
 
 
 def test_adds_are_counted_inside_batches():
@@ -145,7 +145,7 @@ def test_a_hold_that_nothing_fills_ends_at_its_limit():
 
 
 @pytest.mark.parametrize("hold_ms,steps", [
-    (EngineConfig.refill_hold_ms, [["a", "b"], ["b", "c"], ["b"]]),
+    (EngineConfig.step_hold_ms, [["a", "b"], ["b", "c"], ["b"]]),
     (0, [["a", "b"], ["b"], ["b", "c"]]),  # off: "c" comes while the second step runs
 ])
 def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_at_once(hold_ms, steps):
