@@ -8,6 +8,7 @@ offline `LLM` from the caller's.
 from __future__ import annotations
 
 import itertools
+import sys
 from functools import partial
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from llmcell.engine.loader import load_checkpoint
 from llmcell.engine.loader.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
 from llmcell.engine.models.attention import PagedKVCache
+from llmcell.engine.models import numerics
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor
@@ -63,8 +65,8 @@ class EngineCore:
             checkpoint = load_checkpoint(config.model, progress, keep)
         self.model_config = checkpoint.config
         self.tokenizer: Tokenizer = checkpoint.tokenizer
-        self.model = LlamaModel(checkpoint.config, checkpoint.weights, dtype, device,
-                                config.quantization, tp, presharded)
+        self.model = self._checked_model(config, checkpoint, dtype, device, tp, presharded)
+        dtype = self.model.dtype
         mc = self.model.config  # this rank's share of the heads under tensor parallelism
         per_block = mc.kv_bytes_per_token(torch.finfo(dtype).bits // 8) * config.block_size
         num_blocks = config.kv_cache_memory // per_block
@@ -91,6 +93,39 @@ class EngineCore:
         self._generation_tokens = 0
         self._steps = 0
         self._prefill_seconds = 0.0
+
+    @staticmethod
+    def _checked_model(config: EngineConfig, checkpoint: Checkpoint, dtype: torch.dtype,
+                       device: torch.device, tp: TensorParallel | None,
+                       presharded: bool) -> LlamaModel:
+        """The model, once this machine's kernels for its dtype are known to compute right
+        (`models/numerics.py`). A broken bf16/fp16 path on CPU is retried with oneDNN off (torch's
+        own kernels; a process-wide switch, and the engine owns its process); if it is still
+        wrong, dtype=auto falls back to fp32 and an explicit dtype refuses to start."""
+        def build(dt: torch.dtype) -> LlamaModel:
+            return LlamaModel(checkpoint.config, checkpoint.weights, dt, device,
+                              config.quantization, tp, presharded)
+
+        model = build(dtype)
+        problem = numerics.check_model(model)
+        if problem is None:
+            return model
+        name = str(dtype).removeprefix("torch.")
+        if device.type == "cpu" and torch.backends.mkldnn.enabled:
+            torch.backends.mkldnn.enabled = False
+            retried = numerics.check_model(model)
+            if retried is None:
+                print(f"llmcell engine: {name} through oneDNN is wrong here ({problem}); "
+                      f"oneDNN is off for this process", file=sys.stderr)
+                return model
+            torch.backends.mkldnn.enabled = True
+            problem = retried
+        if config.dtype != "auto":
+            raise RuntimeError(f"dtype={config.dtype!r} computes wrong results on this machine: "
+                               f"{problem}; use dtype='float32'")
+        print(f"llmcell engine: {name} computes wrong results here ({problem}); dtype=auto "
+              f"falls back to float32", file=sys.stderr)
+        return build(torch.float32)
 
     @staticmethod
     def _decode_kernel(config: EngineConfig, dtype: torch.dtype, device: torch.device):

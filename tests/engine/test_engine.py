@@ -21,15 +21,39 @@ def texts(outs):
     return [o.outputs[0].text for o in outs]
 
 
+NEAR_TIE = 1.0
+"""Largest logprob margin between a lone run's top two tokens at which a bf16 batch may pick the
+second (bf16 logprobs are within ~0.6 of fp32's: see test_dtype_matrix.py)."""
+
+
 @pytest.mark.slow
-def test_64_mixed_requests_match_each_run_alone(llm, checkpoint):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_64_mixed_requests_match_each_run_alone(checkpoint, dtype):
+    """fp32: 64 mixed requests batched give the tokens each gives alone. bf16: matmul kernels
+    round differently at different batch sizes, so a batched request may part from its lone run,
+    but only at a near-tie: where they first differ, the batched token is among the lone run's top
+    five and within NEAR_TIE of its choice (bf16 logits tie exactly at times)."""
+    llm = LLM(checkpoint=checkpoint, dtype=dtype, kv_cache_memory=256 << 20)
     tk = checkpoint.tokenizer
     words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hum".split()
     prompts = [tk.encode(" ".join(words[: 2 + i % 13]) + f" (story {i}):") for i in range(64)]
-    params = [SamplingParams(max_tokens=8 + (i * 7) % 17, temperature=0.0) for i in range(64)]
+    params = [SamplingParams(max_tokens=8 + (i * 7) % 17, temperature=0.0, logprobs=5)
+              for i in range(64)]
     together = llm.generate(prompts, params)
     alone = [llm.generate([p], q)[0] for p, q in zip(prompts, params)]
-    assert [o.outputs[0].token_ids for o in together] == [o.outputs[0].token_ids for o in alone]
+    if dtype == "float32":
+        assert ([o.outputs[0].token_ids for o in together]
+                == [o.outputs[0].token_ids for o in alone])
+        return
+    for i, (t, a) in enumerate(zip(together, alone)):
+        got, want = t.outputs[0].token_ids, a.outputs[0].token_ids
+        j = next((j for j, (x, y) in enumerate(zip(got, want)) if x != y), None)
+        if j is None:
+            continue
+        top = {tok: lp for tok, _, lp in a.outputs[0].logprobs[j].top}
+        assert got[j] in top, f"request {i} parted at token {j} for a token outside the top 5"
+        margin = top[want[j]] - top[got[j]]
+        assert margin <= NEAR_TIE, f"request {i} parted at token {j}, margin {margin:.3f}"
 
 
 def test_seeded_sampling_is_independent_of_batch(llm):

@@ -4,6 +4,10 @@ The forward pass takes a flattened batch of tokens from many sequences (decodes 
 chunks together), so every linear layer runs once per step for the whole batch. Q, K, V share one
 fused projection and gate/up another; rotary embedding is applied to Q and K heads in one pass.
 Logits are computed only for the rows the sampler needs.
+
+Precision: matmuls and attention run in the compute dtype; the residual stream, RMS norms and
+rotary embeddings stay in fp32 (as vLLM's fused kernels and transformers' RMSNorm do), so a
+reduced-precision model rounds once per matmul input instead of at every sum.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class LlamaModel:
         self.scale = c.head_dim ** -0.5
 
         def norm(name: str) -> torch.Tensor:
-            return weights[name].to(device=device, dtype=dtype)
+            return weights[name].to(device=device, dtype=torch.float32)
 
         self.embed = weights["embed"].to(device=device, dtype=dtype)
         self.layers: list[_Layer] = []
@@ -91,8 +95,8 @@ class LlamaModel:
         inv = rope_inv_freq(c)
         pos = torch.arange(c.max_position_embeddings, dtype=torch.float64)
         freqs = torch.outer(pos, inv)
-        self.cos = freqs.cos().to(device=device, dtype=dtype)  # [P, D/2]
-        self.sin = freqs.sin().to(device=device, dtype=dtype)
+        self.cos = freqs.cos().to(device=device, dtype=torch.float32)  # [P, D/2]
+        self.sin = freqs.sin().to(device=device, dtype=torch.float32)
 
     def weight_bytes(self) -> int:
         n = self.embed.numel() * self.embed.element_size()
@@ -104,10 +108,12 @@ class LlamaModel:
 
     @staticmethod
     def _rope(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """qk: [T, heads, D] in HF's half-split layout; cos/sin: [T, 1, D/2]."""
+        """qk: [T, heads, D] in HF's half-split layout; cos/sin: fp32 [T, 1, D/2]. Computed in
+        fp32, returned in qk's dtype."""
         half = qk.shape[-1] // 2
-        x1, x2 = qk[..., :half], qk[..., half:]
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        x = qk.float()
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(qk.dtype)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
@@ -116,12 +122,13 @@ class LlamaModel:
         eps = c.rms_norm_eps
         h = c.hidden_size
         t = input_ids.shape[0]
-        x = self._embed(input_ids)
+        act = self.dtype
+        x = self._embed(input_ids).float()  # the residual stream, fp32 [T, hidden]
         qk_heads = c.num_heads + c.num_kv_heads
         cos = self.cos[positions].unsqueeze(1)  # gathered once per step, used by every layer
         sin = self.sin[positions].unsqueeze(1)
         for i, layer in enumerate(self.layers):
-            y = F.rms_norm(x, (h,), layer.input_norm, eps)
+            y = F.rms_norm(x, (h,), layer.input_norm, eps).to(act)
             qkv = layer.qkv(y)
             qk = self._rope(qkv[:, : self.q_size + self.kv_size].view(t, qk_heads, c.head_dim),
                             cos, sin)
@@ -129,17 +136,18 @@ class LlamaModel:
             k = qk[:, c.num_heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(t, c.num_kv_heads, c.head_dim)
             attn = paged_attention(q, k, v, cache.keys[i], cache.values[i], meta, self.scale)
-            x = x + self._reduce(layer.o(attn))
-            y = F.rms_norm(x, (h,), layer.post_norm, eps)
+            x = x + self._reduce(layer.o(attn)).float()
+            y = F.rms_norm(x, (h,), layer.post_norm, eps).to(act)
             gu = layer.gate_up(y)
             g, u = gu.chunk(2, dim=-1)
-            x = x + self._reduce(layer.down(F.silu(g) * u))
+            x = x + self._reduce(layer.down(F.silu(g) * u)).float()
         return x
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Final norm + LM head for the selected rows; float32 [N, vocab]."""
-        y = F.rms_norm(hidden, (self.config.hidden_size,), self.norm, self.config.rms_norm_eps)
+        """Final norm + LM head for the selected rows (fp32 hidden states); float32 [N, vocab]."""
+        y = F.rms_norm(hidden.float(), (self.config.hidden_size,), self.norm,
+                       self.config.rms_norm_eps).to(self.dtype)
         logits = self.lm_head(y).float()
         return logits if self.tp is None else self.tp.gather_last(logits, self.vocab_sizes)
 
