@@ -59,7 +59,8 @@ def check_linear(name: str, layer, in_features: int, dtype: torch.dtype, device:
             want = want + layer.bias.float()
         err = relative_error(layer(x), want)
         if not err <= TOLERANCE:
-            return Problem(f"{name} ({tuple(layer.weight.shape)})", m, err)
+            shape = "x".join(map(str, layer.weight.shape))
+            return Problem(f"{name} ({shape})", m, err)
     return None
 
 
