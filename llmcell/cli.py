@@ -13,6 +13,8 @@ import sys
 from typing import Callable, Iterator
 
 from llmcell.config.engine import EngineConfig
+from llmcell.config.server import ServerConfig
+from llmcell.engine.cpu_share import set_openmp_spin
 from llmcell.bench.cli import add_bench_parser
 from llmcell.deploy.cli import add_deploy_parsers
 
@@ -37,7 +39,12 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quantization", default=None, choices=["int8"],
                    help="int8 weight-only quantization (per-channel scales)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads; 0 = all cores")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads; 0 = the CPUs this process may use (affinity, capped by the "
+                        "cgroup's CPU quota)")
+    g.add_argument("--omp-spin-count", type=int, default=EngineConfig.omp_spin_count,
+                   help="GOMP_SPINCOUNT for torch's OpenMP threads unless the environment sets "
+                        "it; 0 = the runtime's default (default: %(default)s)")
     g.add_argument("--kv-cache-memory", type=_size, default=EngineConfig.kv_cache_memory,
                    help="bytes for the KV cache, e.g. 2GiB (default: 2GiB)")
     g.add_argument("--max-model-len", type=int, default=0,
@@ -65,7 +72,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=not args.no_prefix_caching, step_hold_ms=args.step_hold_ms,
-        attention_backend=args.attention_backend,
+        attention_backend=args.attention_backend, omp_spin_count=args.omp_spin_count,
         show_progress=sys.stderr.isatty())
 
 
@@ -261,7 +268,7 @@ def add_cell_parsers(sub) -> None:
     u.add_argument("--policy", default="least_load",
                    choices=["round_robin", "least_load", "prefix_affinity"])
     u.add_argument("--threads", type=int, default=0,
-                   help="CPU threads split across the servers; 0 = all cores")
+                   help="CPU threads split across the servers; 0 = the CPUs this process may use")
     u.add_argument("--group-size", type=int, default=1,
                    help="processes per model server: a tensor-parallel group (default: 1)")
     u.set_defaults(func=cmd_up)
@@ -320,13 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine-in-process", action="store_true",
                    help="run the builtin engine on a thread of this process instead of a process "
                         "of its own (HTTP and the engine then share the GIL)")
-    s.add_argument("--engine-nice", type=int, default=5,
+    s.add_argument("--engine-nice", type=int, default=ServerConfig.engine_nice,
                    help="CPU priority of the engine process below the server's, 0-19 "
-                        "(default: %(default)s), with --no-engine-idle or where there is no "
-                        "SCHED_IDLE")
-    s.add_argument("--no-engine-idle", dest="engine_idle", action="store_false",
-                   help="do not run the engine process under SCHED_IDLE (Linux; by default it "
-                        "takes only the CPU time the server leaves)")
+                        "(default: %(default)s: the front end wins a contested core, and the "
+                        "engine still takes a fair share of a node beside other processes)")
+    s.add_argument("--engine-idle", action="store_true",
+                   help="run the engine process under SCHED_IDLE (Linux): it takes only CPU time "
+                        "no other process wants; lowest latency on a dedicated node, starved on "
+                        "a shared one")
     s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")
     s.add_argument("--advertise", default=None,
                    help="URL the gateway reaches this server at (default: http://host:port)")
@@ -344,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    # before anything here imports torch; the processes this one starts inherit it
+    set_openmp_spin(getattr(args, "omp_spin_count", EngineConfig.omp_spin_count))
     try:
         return func(args)
     except ValueError as e:

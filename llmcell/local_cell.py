@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from llmcell.engine.cpu_share import usable_cpus
+
 
 @dataclass(frozen=True)
 class CellPlan:
@@ -167,7 +169,7 @@ class LocalCell:
 
     def start(self, say=print) -> None:
         p = self.plan
-        cores = p.threads or os.cpu_count() or 1
+        cores = p.threads or usable_cpus()
         per_server = max(1, cores // (p.servers * p.group_size))
         admin = self._spawn("admin", ("admin", (
             "admin", "--host", p.host, "--port", str(p.admin_port), "--state", str(p.state_path),

@@ -6,7 +6,6 @@ environment. Every invalid value raises ValueError naming the field and the valu
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -25,7 +24,8 @@ class EngineConfig:
     """None (weights in `dtype`) or "int8" (weight-only, per-channel scales)."""
     device: str = "cpu"
     threads: int = 0
-    """Intra-op threads; 0 means all cores."""
+    """Intra-op threads; 0 sizes them to the CPUs the process may use (its affinity, capped by
+    the cgroup's CPU quota: a pod's CPU limit)."""
     block_size: int = 16
     kv_cache_memory: int = 2 << 30
     """Bytes for the paged KV cache (all layers, K and V)."""
@@ -43,6 +43,11 @@ class EngineConfig:
     attention_backend: str = "auto"
     """Decode attention: "native" (a C++ kernel reading the paged cache in place; fp32 CPU),
     "torch" (gather + scaled_dot_product_attention), "auto" (native where it applies and builds)."""
+    omp_spin_count: int = 3000
+    """How long an idle OpenMP thread spins before it sleeps (`GOMP_SPINCOUNT`, set where the
+    engine starts torch unless the environment sets it or `OMP_WAIT_POLICY`). libgomp's default
+    (300,000) burns a core at every barrier while a sibling is preempted by a co-tenant; 0 keeps
+    the runtime's default."""
     show_progress: bool = False
     """Print a loading progress bar (to stderr) while weights load."""
 
@@ -63,17 +68,15 @@ class EngineConfig:
         _positive("max_num_seqs", self.max_num_seqs)
         _positive("max_num_batched_tokens", self.max_num_batched_tokens)
         if self.threads < 0:
-            raise ValueError(f"threads={self.threads} must be >= 0 (0 means all cores)")
+            raise ValueError(f"threads={self.threads} must be >= 0 (0 means the usable CPUs)")
+        if not isinstance(self.omp_spin_count, int) or self.omp_spin_count < 0:
+            raise ValueError(f"omp_spin_count={self.omp_spin_count!r} must be an integer >= 0")
         if not isinstance(self.step_hold_ms, (int, float)) or isinstance(
                 self.step_hold_ms, bool) or not 0 <= self.step_hold_ms <= 1000:
             raise ValueError(f"step_hold_ms={self.step_hold_ms!r} must be a number of "
                              f"milliseconds in [0, 1000]")
         if self.max_model_len < 0:
             raise ValueError(f"max_model_len={self.max_model_len} must be >= 0")
-
-    @property
-    def resolved_threads(self) -> int:
-        return self.threads or (os.cpu_count() or 1)
 
     @property
     def resolved_dtype(self) -> str:

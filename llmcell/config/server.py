@@ -71,16 +71,15 @@ class ServerConfig:
     """Run the builtin engine's core in a process of its own (the HTTP event loop and the engine's
     steps then never wait for each other's GIL); False keeps it on a thread of this process. A
     group of several hosts (group size > 1) always keeps it in process."""
-    engine_nice: int = 5
-    """How much lower the engine process's CPU priority is than the server's (0-19): where they
-    share cores, requests are read and tokens written without waiting for the engine's threads
-    to yield a time slice. The engine still gets the cores whenever the server is idle. Applies
-    when `engine_idle` is off or the OS has no SCHED_IDLE."""
-    engine_idle: bool = True
-    """Run the engine process under SCHED_IDLE (Linux): its threads take only the CPU time the
-    server leaves, and a waking event loop gets a core at once. A lower nice only lowers the
-    engine's share: the loop can still wait for a running engine thread's slice to end (here
-    150-220 us per wake-up on average with nice 5, against about 50 us under SCHED_IDLE)."""
+    engine_nice: int = 2
+    """How much lower the engine process's CPU priority is than the server's (0-19). Small: where
+    they share cores, requests are read and tokens written before the engine's threads take the
+    core back, while beside other processes on a node the engine still gets nearly a fair share
+    (a larger nice, or SCHED_IDLE, hands a co-tenant most of every contested core)."""
+    engine_idle: bool = False
+    """Run the engine process under SCHED_IDLE (Linux), by explicit choice only: its threads take
+    only CPU time nothing else wants, so a waking event loop gets a core at once (about 50 us per
+    wake-up against 150-220 us with nice 5), but any co-tenant starves it."""
     metrics: bool = True
     """Record request metrics and export them on /metrics (off only to measure their cost)."""
     upstream_poll_interval: float = 1.0

@@ -17,6 +17,7 @@ import torch
 
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.detokenizer import IncrementalDetokenizer
+from llmcell.engine.cpu_share import usable_cpus
 from llmcell.engine.device import resolve_dtype
 from llmcell.engine.kv_cache import BlockManager
 from llmcell.engine.loader import load_checkpoint
@@ -51,7 +52,7 @@ class EngineCore:
     def __init__(self, config: EngineConfig, checkpoint: Checkpoint | None = None,
                  tp: TensorParallel | None = None) -> None:
         self.config = config
-        torch.set_num_threads(config.resolved_threads)
+        torch.set_num_threads(config.threads or usable_cpus())
         device = torch.device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         started = time.monotonic()

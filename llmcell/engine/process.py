@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcell.config.engine import EngineConfig
+from llmcell.engine.cpu_share import set_openmp_spin
 from llmcell.engine.async_engine import (EngineClient, EngineDeadError, apply_command, count_adds,
                                          delivery_order, refill_hold)
 from llmcell.engine.loader.tokenizer import Tokenizer
@@ -117,8 +118,6 @@ def run_engine_process(sock: socket.socket) -> None:
     """The child's main: read the config, load, report, then apply commands and step until told
     to stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from llmcell.engine.core import EngineCore
-
     channel = _ChildChannel(sock)
     first: list[tuple] | None = []
     while first == []:
@@ -128,6 +127,9 @@ def run_engine_process(sock: socket.socket) -> None:
     _, config, nice, idle = first[0]
     if not (idle and _sched_idle()) and nice:
         os.nice(nice)
+    set_openmp_spin(config.omp_spin_count)  # before torch loads libgomp
+    from llmcell.engine.core import EngineCore
+
     try:
         try:
             core = EngineCore(config)
