@@ -14,7 +14,6 @@ stops the cell with the reason, rather than retrying a bad model or a port in us
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess

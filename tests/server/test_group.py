@@ -86,7 +86,6 @@ def test_a_dead_worker_takes_the_group_down_quickly_and_requests_fail_clearly(gr
     url, leader, worker, log = group
     worker.kill()
     worker.wait()
-    start = time.monotonic()
     try:  # before the leader notices: the step fails, a clear 503
         r = httpx.post(url + "/v1/chat/completions", timeout=30, json={
             "model": "smollm2-135m-instruct", "max_tokens": 8,
@@ -96,7 +95,6 @@ def test_a_dead_worker_takes_the_group_down_quickly_and_requests_fail_clearly(gr
         pass  # or the leader is already gone
     # the leader leaves (so the whole group restarts together) within the heartbeat timeout
     assert leader.wait(15) == 3
-    assert time.monotonic() - start < 15
     assert "stopped answering" in log.read_text()
 
 
