@@ -45,6 +45,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--omp-spin-count", type=int, default=EngineConfig.omp_spin_count,
                    help="GOMP_SPINCOUNT for torch's OpenMP threads unless the environment sets "
                         "it; 0 = the runtime's default (default: %(default)s)")
+    g.add_argument("--no-weight-cache", action="store_true",
+                   help="dequantize a GGUF file's weights at every start instead of keeping them "
+                        "in the per-machine cache (~/.cache/llmcell/weights)")
     g.add_argument("--kv-cache-memory", type=_size, default=EngineConfig.kv_cache_memory,
                    help="bytes for the KV cache, e.g. 2GiB (default: 2GiB)")
     g.add_argument("--max-model-len", type=int, default=0,
@@ -61,7 +64,7 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                         "a lone request at an idle engine, for the rest of a burst; 0 = off "
                         "(default: %(default)s)")
     g.add_argument("--attention-backend", default="auto", choices=["auto", "native", "torch"],
-                   help="decode attention: native C++ kernel over the paged cache (fp32 CPU), "
+                   help="decode attention: native C++ kernel over the paged cache (CPU), "
                         "torch (gather + SDPA), auto (native where it applies)")
 
 
@@ -73,6 +76,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=not args.no_prefix_caching, step_hold_ms=args.step_hold_ms,
         attention_backend=args.attention_backend, omp_spin_count=args.omp_spin_count,
+        **({"weight_cache_dir": None} if args.no_weight_cache else {}),
         show_progress=sys.stderr.isatty())
 
 

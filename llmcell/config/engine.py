@@ -6,7 +6,9 @@ environment. Every invalid value raises ValueError naming the field and the valu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZATIONS = (None, "int8")
@@ -41,13 +43,16 @@ class EngineConfig:
     at an idle engine, for the rest of a possible burst. 0 turns both holds off."""
     seed: int = 0
     attention_backend: str = "auto"
-    """Decode attention: "native" (a C++ kernel reading the paged cache in place; fp32 CPU),
+    """Decode attention: "native" (a C++ kernel reading the paged cache in place; CPU, any dtype),
     "torch" (gather + scaled_dot_product_attention), "auto" (native where it applies and builds)."""
     omp_spin_count: int = 3000
     """How long an idle OpenMP thread spins before it sleeps (`GOMP_SPINCOUNT`, set where the
     engine starts torch unless the environment sets it or `OMP_WAIT_POLICY`). libgomp's default
     (300,000) burns a core at every barrier while a sibling is preempted by a co-tenant; 0 keeps
     the runtime's default."""
+    weight_cache_dir: str | None = field(default_factory=lambda: default_weight_cache_dir())
+    """Where a GGUF file's dequantized weights are kept between starts (about 4 bytes per
+    parameter; the first start writes them). None: dequantize at every start."""
     show_progress: bool = False
     """Print a loading progress bar (to stderr) while weights load."""
 
@@ -81,6 +86,12 @@ class EngineConfig:
     @property
     def resolved_dtype(self) -> str:
         return "bfloat16" if self.dtype == "auto" else self.dtype
+
+
+def default_weight_cache_dir() -> str:
+    """$XDG_CACHE_HOME/llmcell/weights, else ~/.cache/llmcell/weights."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "llmcell" / "weights")
 
 
 def _positive(name: str, value: int) -> None:

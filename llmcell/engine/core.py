@@ -8,6 +8,7 @@ offline `LLM` from the caller's.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 import sys
 from functools import partial
 import time
@@ -63,7 +64,8 @@ class EngineCore:
             if tp is not None and tp.size > 1:  # read only this rank's slice of each tensor
                 presharded = True
                 keep = partial(shard_tensor, rank=tp.rank, size=tp.size)
-            checkpoint = load_checkpoint(config.model, progress, keep)
+            cache = Path(config.weight_cache_dir) if config.weight_cache_dir else None
+            checkpoint = load_checkpoint(config.model, progress, keep, cache)
         self.model_config = checkpoint.config
         self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.model = self._checked_model(config, checkpoint, dtype, device, tp, presharded)
@@ -132,10 +134,9 @@ class EngineCore:
     def _decode_kernel(config: EngineConfig, dtype: torch.dtype, device: torch.device):
         if config.attention_backend == "torch":
             return None
-        applies = device.type == "cpu" and dtype == torch.float32
-        if not applies:
+        if device.type != "cpu":
             if config.attention_backend == "native":
-                raise ValueError("attention_backend='native' needs device='cpu' and float32")
+                raise ValueError("attention_backend='native' needs device='cpu'")
             return None
         from llmcell.engine.kernels.build import paged_decode_kernel
 

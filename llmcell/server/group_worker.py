@@ -5,6 +5,7 @@ its pod's probes): the leader is the group's endpoint and the only member the ad
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from llmcell.config.server import ServerConfig
 from llmcell.engine.core import EngineCore
-from llmcell.engine.parallel.group import init_group, leave_group, serve_worker
+from llmcell.engine.parallel.group import init_group, serve_worker
 
 
 def _health_server(config: ServerConfig, state: dict) -> None:
@@ -43,7 +44,7 @@ def run_worker(config: ServerConfig) -> int:
     # The leader stops its workers (after draining); a Ctrl-C meant for the whole terminal must
     # not cut a worker out from under a step. SIGTERM ends it quietly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: _leave(0))
     print(f"llmcell worker {g.rank}/{g.size}: joining the group at {g.leader}:{g.port}...",
           file=sys.stderr, flush=True)
     state = {"joined": False, "model": None}
@@ -60,7 +61,14 @@ def run_worker(config: ServerConfig) -> int:
               "heads)", file=sys.stderr, flush=True)
         return core.runner
 
-    try:
-        return serve_worker(load)
-    finally:
-        leave_group()
+    _leave(serve_worker(load))
+    return 0  # not reached
+
+
+def _leave(status: int) -> None:
+    """Exit without tearing the process group down: the leader that said stop may already be
+    gone, and gloo's teardown against a closed peer can abort the process (SIGABRT instead of the
+    status). A worker holds nothing that needs closing; the OS closes its sockets."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -36,8 +36,9 @@ def _row(device: str, dtype: str, quantization: str | None, backend: str):
 
 
 ROWS = [_row("cpu", "float32", None, "native"), _row("cpu", "float32", None, "torch"),
-        _row("cpu", "bfloat16", None, "torch"), _row("cpu", "float16", None, "torch"),
-        _row("cpu", "bfloat16", "int8", "torch"),
+        _row("cpu", "bfloat16", None, "native"), _row("cpu", "bfloat16", None, "torch"),
+        _row("cpu", "float16", None, "native"), _row("cpu", "float16", None, "torch"),
+        _row("cpu", "bfloat16", "int8", "native"),
         _row("cuda", "float32", None, "torch"), _row("cuda", "bfloat16", None, "torch"),
         _row("cuda", "float16", None, "torch"), _row("cuda", "bfloat16", "int8", "torch")]
 SCENARIOS = ["single", "batched", "chunked", "prefix_cached", "preempted"]

@@ -41,7 +41,8 @@ def resolve_model_path(model: str) -> Path:
 
 
 def load_checkpoint(model: str, progress: Progress | None = None,
-                    keep: Keep | None = None) -> Checkpoint:
+                    keep: Keep | None = None, cache_dir: Path | None = None) -> Checkpoint:
+    """`cache_dir`: keep a GGUF file's dequantized weights there between starts (None: never)."""
     from llmcell.engine.loader.weights import load_gguf, load_hf_dir
 
     path = resolve_model_path(model)
@@ -49,4 +50,4 @@ def load_checkpoint(model: str, progress: Progress | None = None,
         return load_hf_dir(path, progress, keep)
     if path.suffix.lower() != ".gguf":
         raise ValueError(f"{path}: expected a .gguf file or a Hugging Face model directory")
-    return load_gguf(path, progress, keep)
+    return load_gguf(path, progress, keep, cache_dir)

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from gguf import GGMLQuantizationType
 
+from llmcell.engine.loader import weight_cache
 from llmcell.engine.loader.dequant import dequantize
 from llmcell.engine.loader.gguf_file import GGUFError, GGUFFile, GGUFTensor
 from llmcell.engine.loader.tokenizer import Tokenizer
@@ -110,8 +111,9 @@ def gguf_model_config(f: GGUFFile) -> ModelConfig:
     )
 
 
-def load_gguf(path: Path, progress: Progress | None = None, keep: Keep | None = None
-              ) -> Checkpoint:
+def load_gguf(path: Path, progress: Progress | None = None, keep: Keep | None = None,
+              cache_dir: Path | None = None) -> Checkpoint:
+    """`cache_dir`: where dequantized weights are kept between starts (`weight_cache.py`)."""
     f = GGUFFile(path)
     config = gguf_model_config(f)
     tokenizer = Tokenizer.from_gguf(f, path)
@@ -132,14 +134,22 @@ def load_gguf(path: Path, progress: Progress | None = None, keep: Keep | None = 
             jobs.append((f"layers.{idx}.{ours}", t, n_head))
     weights: dict[str, torch.Tensor] = {}
     permuted = arch_permuted(f)
+    cached = weight_cache.read(cache_dir, path)
+    if cached is not None and set(cached) != {ours for ours, _, _ in jobs}:
+        cached = None  # written by another loader version: rebuild it
     for done, (ours, t, n_head) in enumerate(jobs, 1):
-        tensor = _dequantize(t, path)
-        if n_head is not None and permuted:
-            tensor = _unpermute_rope(tensor, n_head)
+        if cached is not None:
+            tensor = cached.pop(ours)
+        else:
+            tensor = _dequantize(t, path)
+            if n_head is not None and permuted:
+                tensor = _unpermute_rope(tensor, n_head)
         weights[ours] = tensor if keep is None else keep(config, ours, tensor)
         if progress and (done % 16 == 0 or done == len(jobs)):
             progress(done, len(jobs))
     _check_complete(weights, config, path, sharded=keep is not None)
+    if cached is None and keep is None:
+        weight_cache.write(cache_dir, path, weights)
     return Checkpoint(config, weights, tokenizer, path)
 
 

@@ -45,6 +45,22 @@ def test_matches_sdpa_on_scattered_blocks(heads, kv_heads):
     assert (out - reference(q, kc, vc, tables, lens, bs, 0.125)).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_reads_widen_to_fp32(dtype):
+    """bf16/fp16 caches: the same as fp32 attention over the same rounded values, to within the
+    output's own rounding."""
+    torch.manual_seed(1)
+    bs, nb, hd, heads, kv_heads = 16, 32, 64, 9, 3
+    lens = torch.tensor([1, 17, 130])
+    q = torch.randn(len(lens), heads, hd).to(dtype)
+    kc, vc = (torch.randn(nb, bs, kv_heads, hd).to(dtype) for _ in range(2))
+    tables = torch.randperm(nb)[: 3 * 9].view(3, 9)
+    out = kernel(q, kc, vc, tables, lens, 0.125)
+    assert out.dtype == dtype
+    want = reference(q.float(), kc.float(), vc.float(), tables, lens, bs, 0.125)
+    assert ((out.float() - want).norm() / want.norm()).item() < 0.01
+
+
 def test_engine_text_is_the_same_with_either_backend(checkpoint, chat_prompt_ids):
     params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
     native = LLM(checkpoint=checkpoint, dtype="float32", attention_backend="native",

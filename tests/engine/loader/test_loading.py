@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -102,3 +103,46 @@ def test_hf_directory_without_weights(checkpoint, tmp_path):
     (d / "model.safetensors").unlink()
     with pytest.raises(ValueError, match="no \\*.safetensors"):
         load_checkpoint(str(d))
+
+
+def test_dequantized_weights_are_cached_between_loads(tmp_path, checkpoint):
+    from llmcell.engine.loader import load_checkpoint, weight_cache
+
+    first = load_checkpoint("smollm2-135m-instruct", cache_dir=tmp_path)
+    (written,) = tmp_path.iterdir()
+    assert written == weight_cache.cache_file(tmp_path, first.source)
+    again = load_checkpoint("smollm2-135m-instruct", cache_dir=tmp_path)
+    assert again.weights.keys() == checkpoint.weights.keys()
+    assert all(torch.equal(again.weights[k], checkpoint.weights[k]) for k in checkpoint.weights)
+    # a cache that cannot be read is rebuilt, not trusted
+    written.write_bytes(b"not a safetensors file")
+    rebuilt = load_checkpoint("smollm2-135m-instruct", cache_dir=tmp_path)
+    assert torch.equal(rebuilt.weights["layers.3.q"], checkpoint.weights["layers.3.q"])
+    assert written.stat().st_size > 100 << 20
+
+
+def test_a_changed_file_gets_a_new_cache_entry(tmp_path, checkpoint):
+    from llmcell.engine.loader import weight_cache
+
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"x")
+    cache = tmp_path / "cache"
+    small = {"w": torch.ones(2)}
+    first = weight_cache.write(cache, source, small)
+    assert torch.equal(weight_cache.read(cache, source)["w"], small["w"])
+    os.utime(source, ns=(0, 10**9))  # modified: the old entry no longer applies, and is removed
+    assert weight_cache.read(cache, source) is None
+    second = weight_cache.write(cache, source, small)
+    assert second != first and not first.exists() and second.exists()
+
+
+def test_an_unwritable_cache_does_not_stop_the_load(tmp_path, capsys):
+    from llmcell.engine.loader import weight_cache
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"x")
+    assert weight_cache.write(blocker / "sub", source, {"w": torch.ones(1)}) is None
+    assert "not caching" in capsys.readouterr().err
+    assert weight_cache.read(None, source) is None and weight_cache.write(None, source, {}) is None
