@@ -27,7 +27,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-# Benchmark peers (vLLM CPU) in their own environment; never part of `make test`.
+# Benchmark peers (vLLM CPU, llama.cpp) in .venv-peers; never part of `make test`.
 $(PEERS)/.installed:
 	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
 	$(PEERS)/bin/pip install -q --upgrade pip
@@ -36,6 +36,7 @@ $(PEERS)/.installed:
 	touch $(PEERS)/.installed
 
 peers: $(PEERS)/.installed
+	bash bench/peers/build_llama_cpp.sh
 
 bench: $(STAMP)
 	$(PY) bench/engine_throughput.py --json /tmp/engine.json

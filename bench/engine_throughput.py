@@ -3,7 +3,8 @@
 Workloads (see bench/workloads.py): `single` (one stream, 128-token prompt), `uniform` (32
 concurrent 128-token chat prompts), `mixed` (256 requests, prompts 32-1,024 and outputs 16-256
 tokens, all at once). Peers: Hugging Face transformers `generate` with static batches of 32 and
-left padding, in bf16 (always) and fp32; vLLM CPU from .venv-peers when present (a subprocess).
+left padding, in bf16 (always) and fp32; vLLM CPU from .venv-peers when present (a subprocess);
+llama.cpp's llama-batched-bench on the GGUF file when built (`make peers`; single and uniform).
 All engines decode greedily and produce exactly the requested number of tokens.
 
     .venv/bin/python bench/engine_throughput.py --json /tmp/engine.json [--quick]
@@ -26,14 +27,24 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from bench import workloads as wl  # noqa: E402
-from bench.peers import hf_runner  # noqa: E402
+from bench.peers import hf_runner, llama_cpp  # noqa: E402
 from llmcell.config import EngineConfig  # noqa: E402
 from llmcell.engine import LLM, SamplingParams  # noqa: E402
+from llmcell.engine.cpu_share import usable_cpus  # noqa: E402
 from llmcell.engine.loader import load_checkpoint  # noqa: E402
 from llmcell.engine.loader.chat_template import render_chat  # noqa: E402
 from llmcell.engine.loader.export import export_hf_dir  # noqa: E402
 
 VLLM_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+
+
+def cpu_flags() -> set[str]:
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines()
+                    if x.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    return set(line.split(":", 1)[1].split())
 
 
 def log(msg: str) -> None:
@@ -119,11 +130,12 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smaller workloads (< 3 minutes)")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--dtype", default="auto", help="llmcell's dtype (auto: bf16 only where native)")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", type=int, default=usable_cpus())
     ap.add_argument("--kv-cache-gib", type=int, default=4)
     ap.add_argument("--peers", default=None,
-                    help="comma list of hf-bf16, hf-fp32, vllm (default: all; with --quick "
-                         "hf-bf16,hf-fp32, since vLLM's start-up alone takes minutes)")
+                    help="comma list of hf-bf16, hf-fp32, vllm, llama.cpp (default: all; with "
+                         "--quick hf-bf16,hf-fp32,llama.cpp, since vLLM's start-up alone takes "
+                         "minutes)")
     ap.add_argument("--vllm-mixed-requests", type=int, default=64,
                     help="vLLM runs the first N mixed requests (its bf16 kernels are emulated "
                          "on CPUs without AVX512-BF16); 0 = all (default: %(default)s)")
@@ -150,8 +162,12 @@ def main() -> int:
     if int8:
         engines["llmcell-int8"] = run_llmcell(checkpoint, int8, args, "llmcell-int8",
                                               "bfloat16", "int8")
-    peer_list = args.peers or ("hf-bf16,hf-fp32" if args.quick else "hf-bf16,hf-fp32,vllm")
+    peer_list = args.peers or ("hf-bf16,hf-fp32,llama.cpp" if args.quick
+                               else "hf-bf16,hf-fp32,vllm,llama.cpp")
     peers = [p.strip() for p in peer_list.split(",") if p.strip()]
+    if "llama.cpp" in peers:
+        log("llama.cpp: llama-batched-bench on the GGUF file")
+        engines["llama.cpp"] = llama_cpp.run(checkpoint.source, workloads, args.threads)
     if "vllm" in peers:
         engines["vllm"] = run_vllm(checkpoint, workloads, args.threads, args.vllm_mixed_requests)
     for name, dtype in (("hf-bf16", torch.bfloat16), ("hf-fp32", torch.float32)):
@@ -189,6 +205,10 @@ def main() -> int:
         lines.append(f"{w.name:<9} {len(w.prompts):>9} " + " ".join(cells)
                      + (f" {ratio:>12.2f}x" if ratio else f" {'n/a':>13}"))
         report["workloads"][w.name] = row
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    report["machine"]["cpu_flags"] = flags
+    print(f"CPU capability {report['machine']['cpu_capability']}, flags {' '.join(flags)}, "
+          f"{args.threads} threads, llmcell dtype {engines['llmcell']['dtype']}")
     print("tokens/s (output tokens / wall time; * = measured on part of the workload: HF on the "
           "batches that fit its time budget, vLLM on the first mixed requests)")
     print("\n".join(lines))

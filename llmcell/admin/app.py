@@ -8,7 +8,6 @@ view, forwards the Saxml model-management calls and reports replicas that failed
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from contextlib import asynccontextmanager
 
@@ -25,6 +24,8 @@ from llmcell.admin.placement import ModelSpec
 from llmcell.admin.registry import CellRegistry, NotFound
 from llmcell.admin.sizing import replica_size
 from llmcell.config.admin import AdminConfig
+from llmcell.edge.body import read_json
+from llmcell.edge.metrics import metrics_response
 from llmcell.metrics.admin import AdminCollector, scrape_targets
 from llmcell.protocol.cell import ReplicaReport, ServerInfo, WireError
 from llmcell.protocol.saxml import CELL_PATH, SaxError, model_name, parse_publish
@@ -38,16 +39,9 @@ class AdminError(Exception):
 
 
 async def _json(request: Request, limit: int):
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise AdminError(413, f"request body of {declared} bytes is over the {limit}-byte limit")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise AdminError(413, f"request body of {len(raw)} bytes is over the {limit}-byte limit")
-    try:
-        return json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AdminError(400, f"the request body is not valid JSON: {e}") from None
+    """The body (None when empty), through the edges' one strict reader."""
+    return await read_json(request, limit, lambda status, message, code: AdminError(
+        status, message), empty=None, object_only=False)
 
 
 def _reports(data) -> tuple[ReplicaReport, ...]:
@@ -59,7 +53,6 @@ def _reports(data) -> tuple[ReplicaReport, ...]:
 
 GATEWAY_TTL = 30.0
 """Seconds a gateway stays a scrape target after it last read the routing view."""
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
@@ -177,7 +170,7 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
                                            registry.servers_json(now())))
 
     async def prometheus(request: Request) -> Response:
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE)
+        return metrics_response(generate_latest(metrics))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "servers": len(registry.servers),

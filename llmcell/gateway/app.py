@@ -25,8 +25,8 @@ from llmcell.gateway.view import CellView
 from llmcell.metrics.gateway import GatewayMetrics, MetricsMiddleware
 from llmcell.protocol.saxml import SaxError
 from llmcell.router import make_policy
-from llmcell.server.http import openai_error_handlers
-from llmcell.server.metrics import CONTENT_TYPE
+from llmcell.edge.errors import openai_error_handlers
+from llmcell.edge.metrics import metrics_response
 
 
 def create_gateway_app(config: GatewayConfig) -> Starlette:
@@ -46,7 +46,7 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
                              "models": {m: len(rs) for m, rs in view.view.models.items()}})
 
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return metrics_response(metrics.render())
 
     @asynccontextmanager
     async def lifespan(app):

@@ -8,7 +8,7 @@ import uvicorn
 
 from llmcell.config.gateway import GatewayConfig
 from llmcell.gateway.app import create_gateway_app
-from llmcell.server.coalesce import http_protocol
+from llmcell.edge.http_protocol import http_protocol
 
 
 def run(config: GatewayConfig) -> int:

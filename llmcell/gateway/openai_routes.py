@@ -15,8 +15,8 @@ from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.view import CellView
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
-from llmcell.server.http import read_json
-from llmcell.server.sse import EventStreamResponse
+from llmcell.edge.errors import read_openai_json
+from llmcell.edge.sse import EventStreamResponse
 
 
 def prefix_text(body: dict, chat: bool) -> str:
@@ -39,7 +39,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
     created = 0
 
     async def generate(request: Request, chat: bool) -> Response:
-        body = await read_json(request, max_body)
+        body = await read_openai_json(request, max_body)
         req = (parse_chat if chat else parse_completion)(body)
         model = view.resolve(req.model)
         request.state.model = model  # the metrics label: only published names get here

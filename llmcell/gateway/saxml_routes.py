@@ -8,7 +8,6 @@ log-probabilities.
 
 from __future__ import annotations
 
-import json
 
 import httpx
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from starlette.routing import Route
 
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.view import CellView
+from llmcell.edge.body import read_json
 from llmcell.protocol.errors import APIError
 from llmcell.protocol.saxml import (SaxError, generate_reply, parse_generate, parse_listall,
                                     parse_model_only, parse_publish)
@@ -30,20 +30,9 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
         return "v1" if value == "v1" else "v2"
 
     async def body(request: Request):
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_body:
-            raise SaxError(413, f"request body of {declared} bytes is over the {max_body}-byte "
-                                "limit")
-        raw = await request.body()
-        if len(raw) > max_body:
-            raise SaxError(413, f"request body of {len(raw)} bytes is over the {max_body}-byte "
-                                "limit")
-        if not raw.strip():
-            return dict(request.query_params)  # GET /listcell?model=... also works
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise SaxError(400, f"the request body is not valid JSON: {e}") from None
+        """GET /listcell?model=... also works: an empty body is the query parameters."""
+        return await read_json(request, max_body, lambda status, message, code: SaxError(
+            status, message), empty=dict(request.query_params), object_only=False)
 
     async def call_admin(method: str, path: str, payload=None):
         try:

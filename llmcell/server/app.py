@@ -22,9 +22,10 @@ from llmcell.protocol.errors import APIError
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.server.backend import ModelBackend, Reply
 from llmcell.server.host import ModelHost
-from llmcell.server.http import openai_error_handlers, read_json
-from llmcell.server.metrics import CONTENT_TYPE, ServerMetrics
-from llmcell.server.sse import EventStreamResponse
+from llmcell.edge.errors import openai_error_handlers, read_openai_json
+from llmcell.edge.metrics import metrics_response
+from llmcell.server.metrics import ServerMetrics
+from llmcell.edge.sse import EventStreamResponse
 
 
 class ServerState:
@@ -78,7 +79,7 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
         return host.get(model)
 
     async def generate(request: Request, parse, method: str) -> Response:
-        body = await read_json(request, config.max_body_bytes)
+        body = await read_openai_json(request, config.max_body_bytes)
         req = parse(body)
         call = getattr(serving(req.model), method)
         if req.stream:
@@ -117,14 +118,14 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
                    "kv_cache_usage": l.kv_cache_usage} for name, l in loads.items()}})
 
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return metrics_response(metrics.render())
 
     async def tokenize(request: Request) -> Response:
-        body = await read_json(request, config.max_body_bytes)
+        body = await read_openai_json(request, config.max_body_bytes)
         return to_response(await host.pick(body.get("model")).tokenize(body))
 
     async def detokenize(request: Request) -> Response:
-        body = await read_json(request, config.max_body_bytes)
+        body = await read_openai_json(request, config.max_body_bytes)
         return to_response(await host.pick(body.get("model")).detokenize(body))
 
     @asynccontextmanager

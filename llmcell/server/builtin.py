@@ -25,7 +25,7 @@ from llmcell.protocol.openai import ChatRequest, CompletionRequest, Sampling, us
 from llmcell.server import responses as R
 from llmcell.server.backend import Load, Reply
 from llmcell.server.metrics import ServerMetrics
-from llmcell.server.sse import DONE, event
+from llmcell.edge.sse import DONE, event
 
 
 class BuiltinBackend:

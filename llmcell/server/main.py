@@ -20,7 +20,7 @@ from llmcell.config.server import ServerConfig
 from llmcell.protocol.cell import Assignment
 from llmcell.server.agent import CellAgent
 from llmcell.server.app import create_app
-from llmcell.server.coalesce import http_protocol
+from llmcell.edge.http_protocol import http_protocol
 from llmcell.server.host import ModelHost
 from llmcell.server.builtin import BuiltinBackend
 from llmcell.server.metrics import ServerMetrics

@@ -13,8 +13,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from llmcell.engine.outputs import RequestOutput
 from llmcell.metrics.buckets import LATENCY_BUCKETS, TOKEN_BUCKETS
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
 
 class _EngineCollector:
     def __init__(self, engine, model: str) -> None:

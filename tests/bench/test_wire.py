@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from llmcell.bench.wire import SSEConnection, WireError
-from llmcell.server.sse import DONE, EventStreamResponse, event
+from llmcell.edge.sse import DONE, EventStreamResponse, event
 from tests.server.conftest import free_port
 
 

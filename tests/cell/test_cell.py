@@ -75,7 +75,8 @@ def test_bad_input_gets_clear_4xx(cell):
     r = cell.sax("PUT", "/update", {"model": SAX, "model_path": MODEL, "checkpoint": "None",
                                     "replicas": 1})
     assert r.status_code == 404
-    r = httpx.post(cell.gateway.url + "/generate", content=b"{not json")
+    r = httpx.post(cell.gateway.url + "/generate", content=b"{not json",
+                   headers={"content-type": "application/json"})
     assert r.status_code == 400 and "JSON" in r.json()["detail"]
     big = b" " * (5 << 20)
     r = httpx.post(cell.gateway.url + "/publish", content=big)

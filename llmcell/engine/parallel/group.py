@@ -138,14 +138,3 @@ def serve_worker(load: Callable[[str], ModelRunner]) -> int:
             with torch.inference_mode():
                 runner.run_model(input_ids, positions, meta, sample_idx)
             steps += 1
-
-
-def serve_worker_engine(engine_config, tp: TensorParallel) -> int:
-    """`serve_worker` with the built-in engine: each announced model is loaded (this rank's
-    shard) with `engine_config`."""
-    from llmcell.engine.core import EngineCore
-
-    def load(model: str) -> ModelRunner:
-        return EngineCore(dataclasses.replace(engine_config, model=model), None, tp).runner
-
-    return serve_worker(load)

@@ -7,6 +7,8 @@ only the model's collectives cross processes.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
@@ -17,7 +19,8 @@ from llmcell.config.engine import EngineConfig
 from llmcell.engine.llm import LLM
 from llmcell.engine.params import SamplingParams
 from llmcell.engine.parallel import TensorParallel, split_range
-from llmcell.engine.parallel.group import announce_load, serve_worker_engine, stop_workers
+from llmcell.engine.core import EngineCore
+from llmcell.engine.parallel.group import announce_load, serve_worker, stop_workers
 from tests.conftest import PROMPTS
 from tests.server.conftest import free_port
 
@@ -55,7 +58,10 @@ def _rank(rank: int, size: int, port: int, out: str) -> None:
     tp = TensorParallel(rank, size)
     try:
         if rank > 0:
-            assert serve_worker_engine(CONFIG, tp) == 0
+            def load(model: str):
+                return EngineCore(dataclasses.replace(CONFIG, model=model), None, tp).runner
+
+            assert serve_worker(load) == 0
             return
         announce_load(CONFIG.model)
         result = run(LLM(config=CONFIG, tp=tp), f"{out}.logits")

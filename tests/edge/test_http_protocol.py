@@ -11,8 +11,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from llmcell.server.coalesce import _HeadHolder, http_protocol
-from llmcell.server.sse import DONE, EventStreamResponse, event
+from llmcell.edge.http_protocol import _HeadHolder, http_protocol
+from llmcell.edge.sse import DONE, EventStreamResponse, event
 
 
 class Recorder:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from llmcell.server.sse import DONE, EventStreamResponse, event
+from llmcell.edge.sse import DONE, EventStreamResponse, event
 
 
 def run(response: EventStreamResponse, disconnect_after: float | None = None,
