@@ -206,12 +206,20 @@ class LocalCell:
     def publish(self, say=print) -> None:
         p = self.plan
         listed = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0)
-        if listed.status_code == 404:
-            r = httpx.post(self.gateway_url + "/publish", timeout=60.0, json={
-                "model": p.sax_name, "model_path": p.model, "checkpoint": "None",
-                "replicas": p.replicas})
-            if r.status_code != 200:
-                raise RuntimeError(f"publishing {p.sax_name} failed: {r.text}")
+        spec = {"model": p.sax_name, "model_path": p.model, "checkpoint": "None",
+                "replicas": p.replicas}
+        saved = listed.json() if listed.status_code == 200 else None
+        if saved is not None and saved.get("model_path") != p.model:  # the flags win
+            say(f"{p.sax_name}: the saved state serves {saved.get('model_path')}; "
+                f"republishing it with {p.model}")
+            self._sax("POST", "/unpublish", {"model": p.sax_name})
+            saved = None
+        if saved is None:
+            self._sax("POST", "/publish", spec)
+        elif saved.get("max_replicas") != p.replicas:
+            say(f"{p.sax_name}: the saved state has {saved.get('max_replicas')} replica(s); "
+                f"updating it to {p.replicas}")
+            self._sax("PUT", "/update", spec)
         say(f"published {p.sax_name} ({p.model}, {p.replicas} replica(s)); loading...")
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -224,6 +232,11 @@ class LocalCell:
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{p.sax_name} had no active replica after 300s")
+
+    def _sax(self, method: str, path: str, body: dict) -> None:
+        r = httpx.request(method, self.gateway_url + path, json=body, timeout=60.0)
+        if r.status_code != 200:
+            raise RuntimeError(f"{path} of {body['model']} failed: {r.text}")
 
     def check_alive(self) -> None:
         for name, proc in self.procs:

@@ -15,6 +15,7 @@ from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.view import CellView
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
+from llmcell.edge.disconnect import CLIENT_CLOSED, ClientDisconnected, unless_disconnected
 from llmcell.edge.errors import read_openai_json
 from llmcell.edge.sse import EventStreamResponse
 
@@ -45,7 +46,11 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         request.state.model = model  # the metrics label: only published names get here
         key = hash64(prefix_text(body, chat)[:prefix_chars])
         path = "/v1/chat/completions" if chat else "/v1/completions"
-        result = await forwarder.send(model, path, dict(body, model=model), req.stream, key)
+        try:
+            result = await unless_disconnected(request, forwarder.send(
+                model, path, dict(body, model=model), req.stream, key))
+        except ClientDisconnected:  # the replica's request was closed with it: it aborts
+            return Response(status_code=CLIENT_CLOSED)
         headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts)}
         if result.stream is not None:
             return EventStreamResponse(result.stream, headers=headers)

@@ -8,6 +8,8 @@ ignore_eos, stop_token_ids) are accepted.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,8 @@ def _num(body: dict, name: str, default, lo=None, hi=None, lo_open=False, intege
             integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise invalid(f"'{name}' must be {kind}, got {value!r}", name)
+    if not math.isfinite(value):
+        raise invalid(f"'{name}' must be a finite number, got {value!r}", name)
     if lo is not None and (value <= lo if lo_open else value < lo):
         bound = f"> {lo}" if lo_open else f">= {lo}"
         raise invalid(f"'{name}' must be {bound}" + (f" and <= {hi}" if hi is not None else "")
@@ -124,10 +128,16 @@ def _token_ids(value: Any, name: str) -> list[int]:
     return value
 
 
+COMPLETIONS_MAX_TOKENS = 16
+"""OpenAI's default `max_tokens` for /v1/completions. Chat has none: it runs to the end of the
+context (as OpenAI's and vLLM's chat do)."""
+
+
 def parse_sampling(body: dict, *, chat: bool) -> Sampling:
     max_tokens = _num(body, "max_completion_tokens", None, lo=1, integer=True) if chat else None
     if max_tokens is None:
-        max_tokens = _num(body, "max_tokens", None, lo=1, integer=True)
+        max_tokens = _num(body, "max_tokens", None if chat else COMPLETIONS_MAX_TOKENS, lo=1,
+                          integer=True)
     s = Sampling(
         max_tokens=max_tokens,
         temperature=float(_num(body, "temperature", 1.0, lo=0, hi=2)),

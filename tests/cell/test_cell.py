@@ -202,3 +202,53 @@ def test_update_scales_and_rolls_a_checkpoint_without_losing_active_replicas(cel
     while any(_held(cell).values()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _held(cell) == {"s0": [], "s1": []}  # unloaded: memory freed on both servers
+
+
+def _running(server) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("llmcell:num_requests_running"))
+
+
+def test_a_plain_request_whose_client_leaves_is_aborted_on_the_replica(cell):
+    """Without a stream the gateway used to wait for the whole answer (the replica generating
+    for no one); now the client's departure closes the replica's request too."""
+    cell.start_admin()
+    server = cell.start_server("s0")
+    cell.start_gateway()
+    cell.publish(1)
+    cell.wait_active(1)
+    body = {"model": SAX, "messages": [{"role": "user", "content": "Count to a thousand."}],
+            "max_tokens": 1500, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):  # ~1 minute of generation on one thread
+        httpx.post(cell.gateway.url + "/v1/chat/completions", json=body,
+                   timeout=httpx.Timeout(10.0, read=2.0))
+    deadline = time.monotonic() + 20
+    while _running(server) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _running(server) == 0, "the replica kept generating for a client that left"
+
+
+def test_up_flags_win_over_the_saved_state(cell):
+    """`llmcell up --replicas N` on a state file that already holds the model updates it (it
+    used to print "N replica(s)" and keep the saved count)."""
+    from llmcell.local_cell import CellPlan, LocalCell
+
+    cell.start_admin()
+    cell.start_server("s0")
+    cell.start_gateway()
+
+    def up(replicas: int) -> list[str]:
+        said: list[str] = []
+        plan = CellPlan(admin_port=cell.admin.port, gateway_port=cell.gateway.port,
+                        model=MODEL, replicas=replicas)
+        LocalCell(plan).publish(said.append)
+        return said
+
+    up(1)
+    plan = CellPlan(model=MODEL)
+    assert cell.listcell(plan.sax_name)["max_replicas"] == 1
+    said = up(2)
+    assert any("updating it to 2" in line for line in said), said
+    assert cell.listcell(plan.sax_name)["max_replicas"] == 2
+    assert not any("updating" in line for line in up(2))
