@@ -30,6 +30,9 @@ class Forwarded:
     stream: AsyncIterator[bytes] | None = None
     replica: str = ""
     attempts: int = 1
+    on_broken: Callable[[], None] = lambda: None
+    """Called when the replica fails mid-stream (the client's status was already 200): the
+    route marks the request so that metrics count it as an error."""
 
 
 class Forwarder:
@@ -120,16 +123,19 @@ class Forwarder:
             await resp.aclose()
             self._report(replica)
             return f"{replica.id}: failed before the first byte: {type(e).__name__}: {e}"
-        return Forwarded(200, stream=self._relay(first, chunks, resp, replica))
+        forwarded = Forwarded(200)
+        forwarded.stream = self._relay(first, chunks, resp, replica, forwarded)
+        return forwarded
 
     async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], resp: httpx.Response,
-                     replica: ReplicaLoad) -> AsyncIterator[bytes]:
+                     replica: ReplicaLoad, forwarded: Forwarded) -> AsyncIterator[bytes]:
         try:
             yield first
             async for chunk in chunks:
                 yield chunk
         except httpx.HTTPError as e:
             self._report(replica)
+            forwarded.on_broken()
             err = APIError(502, f"replica {replica.id} failed mid-stream ({type(e).__name__}); "
                                 "the answer is incomplete, retry the request",
                            code="replica_failed")

@@ -53,6 +53,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
             return Response(status_code=CLIENT_CLOSED)
         headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts)}
         if result.stream is not None:
+            result.on_broken = lambda: setattr(request.state, "stream_broken", True)
             return EventStreamResponse(result.stream, headers=headers)
         return JSONResponse(result.body, result.status, headers=headers)
 

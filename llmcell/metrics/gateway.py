@@ -19,7 +19,8 @@ from llmcell.metrics.buckets import LATENCY_BUCKETS
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/publish", "/unpublish",
           "/update", "/listcell", "/listall", "/generate", "/health", "/metrics")
 ERROR_TYPES = {400: "invalid_request", 404: "not_found", 409: "conflict", 413: "too_large",
-               422: "invalid_request", 429: "rate_limited", 502: "replica_failed",
+               422: "invalid_request", 429: "rate_limited", 499: "client_closed",
+               502: "replica_failed",
                503: "unavailable", 504: "timeout"}
 
 
@@ -97,7 +98,10 @@ class MetricsMiddleware:
             if streaming:
                 self.metrics.streams.dec()
             route = route_label(scope["path"])
-            model = scope.get("state", {}).get("model", "")
+            state = scope.get("state", {})
+            model = state.get("model", "")
+            if state.get("stream_broken"):  # a 200 head, then the replica failed mid-stream
+                status = 502
             m = self.metrics
             m.requests.labels(route, model, str(status)).inc()
             if route not in ("/health", "/metrics"):

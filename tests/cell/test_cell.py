@@ -252,3 +252,28 @@ def test_up_flags_win_over_the_saved_state(cell):
     assert any("updating it to 2" in line for line in said), said
     assert cell.listcell(plan.sax_name)["max_replicas"] == 2
     assert not any("updating" in line for line in up(2))
+
+
+def test_a_stream_broken_by_a_dying_replica_counts_as_a_502(cell):
+    """The head said 200 before the replica died; the gateway's metrics (and so the 5xx alert)
+    count the request as the 502 it became."""
+    cell.start_admin()
+    victim = cell.start_server("s0")
+    cell.start_gateway()
+    cell.publish(1)
+    cell.wait_active(1)
+    body = {"model": SAX, "messages": [{"role": "user", "content": "Count to a thousand."}],
+            "max_tokens": 1500, "ignore_eos": True, "stream": True}
+    lines = []
+    with httpx.stream("POST", cell.gateway.url + "/v1/chat/completions", json=body,
+                      timeout=60) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            lines.append(line)
+            if len(lines) == 10:
+                victim.kill9()
+    assert "failed mid-stream" in lines[-1] or "failed mid-stream" in lines[-2]
+    text = httpx.get(cell.gateway.url + "/metrics").text
+    assert any(line.startswith("llmcell:gateway_requests_total{") and 'code="502"' in line
+               and line.endswith(" 1.0") for line in text.splitlines()), text
+    assert 'llmcell:gateway_errors_total{type="replica_failed"} 1.0' in text
