@@ -219,7 +219,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         state_path=Path(args.state) if args.state else
                         default_state_path().with_name("up.sqlite3"),
                         policy=args.policy, threads=args.threads,
-                        group_size=args.group_size))
+                        group_size=args.group_size, drain_timeout=args.drain_timeout))
 
 
 def add_cell_parsers(sub) -> None:
@@ -273,6 +273,8 @@ def add_cell_parsers(sub) -> None:
                    choices=["round_robin", "least_load", "prefix_affinity"])
     u.add_argument("--threads", type=int, default=0,
                    help="CPU threads split across the servers; 0 = the CPUs this process may use")
+    u.add_argument("--drain-timeout", type=float, default=5.0,
+                   help="seconds the servers finish running requests on Ctrl-C (default: 5)")
     u.add_argument("--group-size", type=int, default=1,
                    help="processes per model server: a tensor-parallel group (default: 1)")
     u.set_defaults(func=cmd_up)

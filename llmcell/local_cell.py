@@ -14,6 +14,7 @@ stops the cell with the reason, rather than retrying a bad model or a port in us
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,12 +44,17 @@ class CellPlan:
     threads: int = 0
     group_size: int = 1
     """Processes per model server (a tensor-parallel group: 1 leader + workers)."""
+    drain_timeout: float = 5.0
+    """Seconds the servers finish running requests when the cell stops (Ctrl-C): short, since
+    someone is waiting at the terminal; a Kubernetes pod drains for 30 s."""
 
     def __post_init__(self) -> None:
         if self.servers < 1:
             raise ValueError(f"servers={self.servers} must be >= 1")
         if self.replicas < 1:
             raise ValueError(f"replicas={self.replicas} must be >= 1")
+        if not 0 <= self.drain_timeout <= 3600:
+            raise ValueError(f"drain_timeout={self.drain_timeout} must be in [0, 3600] seconds")
         if not 1 <= self.group_size <= 16:
             raise ValueError(f"group_size={self.group_size} must be between 1 and 16")
 
@@ -191,7 +197,8 @@ class LocalCell:
             members.append((f"server-{i}", (
                 "server", "--admin", self.admin_url, "--host", p.host, "--port", str(port),
                 "--server-id", f"server-{i}", "--memory", str(p.server_memory), "--threads",
-                str(per_server), "--kv-cache-memory", str(p.kv_cache_memory), *group,
+                str(per_server), "--kv-cache-memory", str(p.kv_cache_memory),
+                "--drain-timeout", str(p.drain_timeout), *group,
                 *(("--group-rank", "0") if group else ()))))
             self._spawn(f"server-{i}", *members)
             shape = (f", a group of {p.group_size} processes" if p.group_size > 1 else "")
@@ -270,11 +277,25 @@ class LocalCell:
         """The gateway first (no new work), then the servers (they drain; a group's leader
         stops its workers), then any worker left, then the admin."""
         for stage in ("gateway", "server", "worker", "admin"):
-            _terminate([proc for name, proc in self.procs if name.startswith(stage)], timeout=30)
+            _terminate([proc for name, proc in self.procs if name.startswith(stage)],
+                       timeout=self.plan.drain_timeout + 10)
+
+
+def cli_path() -> str:
+    """How the user can run `llmcell` from here: by name when it is on PATH, else the path of
+    the one beside this interpreter (`.venv/bin/llmcell` after `make run`)."""
+    if shutil.which("llmcell"):
+        return "llmcell"
+    path = Path(sys.executable).with_name("llmcell")
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def usage(gateway: str, sax_name: str, admin: str) -> str:
     short = sax_name.rsplit("/", 1)[-1]
+    cli = cli_path()
     return f"""
 The cell is up. Try it:
 
@@ -299,7 +320,7 @@ The cell is up. Try it:
       http_sd_configs: [{{url: "{admin}/prometheus/targets"}}]
 
   # Load test with a report (JSON, Markdown, PNG plots)
-  llmcell bench --url {gateway} --model {short} --num-requests 50 --output /tmp/llmcell-bench
+  {cli} bench --url {gateway} --model {short} --num-requests 50 --output /tmp/llmcell-bench
 
 Ctrl-C stops the cell.
 """

@@ -7,6 +7,8 @@ forwarded with `model` set to the Sax path. Streams pass through as they arrive.
 
 from __future__ import annotations
 
+import time
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -37,7 +39,7 @@ def prefix_text(body: dict, chat: bool) -> str:
 
 def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
                   prefix_chars: int) -> list[Route]:
-    created = 0
+    created = int(time.time())  # the cards' `created`: when this gateway started serving
 
     async def generate(request: Request, chat: bool) -> Response:
         body = await read_openai_json(request, max_body)
