@@ -204,6 +204,20 @@ def test_update_scales_and_rolls_a_checkpoint_without_losing_active_replicas(cel
     assert _held(cell) == {"s0": [], "s1": []}  # unloaded: memory freed on both servers
 
 
+LONG_CHAT = {"model": SAX, "messages": [{"role": "user", "content": "Count to a thousand."}],
+             "max_tokens": 1500, "ignore_eos": True}
+"""About a minute of generation on the test servers' one thread."""
+
+
+def _one_replica(cell):
+    cell.start_admin()
+    server = cell.start_server("s0")
+    cell.start_gateway()
+    cell.publish(1)
+    cell.wait_active(1)
+    return server
+
+
 def _running(server) -> float:
     text = httpx.get(server.url + "/metrics").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -213,13 +227,8 @@ def _running(server) -> float:
 def test_a_plain_request_whose_client_leaves_is_aborted_on_the_replica(cell):
     """Without a stream the gateway used to wait for the whole answer (the replica generating
     for no one); now the client's departure closes the replica's request too."""
-    cell.start_admin()
-    server = cell.start_server("s0")
-    cell.start_gateway()
-    cell.publish(1)
-    cell.wait_active(1)
-    body = {"model": SAX, "messages": [{"role": "user", "content": "Count to a thousand."}],
-            "max_tokens": 1500, "ignore_eos": True}
+    server = _one_replica(cell)
+    body = dict(LONG_CHAT)
     with pytest.raises(httpx.ReadTimeout):  # ~1 minute of generation on one thread
         httpx.post(cell.gateway.url + "/v1/chat/completions", json=body,
                    timeout=httpx.Timeout(10.0, read=2.0))
@@ -257,13 +266,8 @@ def test_up_flags_win_over_the_saved_state(cell):
 def test_a_stream_broken_by_a_dying_replica_counts_as_a_502(cell):
     """The head said 200 before the replica died; the gateway's metrics (and so the 5xx alert)
     count the request as the 502 it became."""
-    cell.start_admin()
-    victim = cell.start_server("s0")
-    cell.start_gateway()
-    cell.publish(1)
-    cell.wait_active(1)
-    body = {"model": SAX, "messages": [{"role": "user", "content": "Count to a thousand."}],
-            "max_tokens": 1500, "ignore_eos": True, "stream": True}
+    victim = _one_replica(cell)
+    body = dict(LONG_CHAT, stream=True)
     lines = []
     with httpx.stream("POST", cell.gateway.url + "/v1/chat/completions", json=body,
                       timeout=60) as r:

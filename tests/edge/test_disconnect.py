@@ -20,15 +20,19 @@ def _request(leave_after: float | None) -> Request:
     return Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
 
 
-def test_a_client_that_leaves_cancels_the_work():
-    cancelled = asyncio.Event()
-
+def _long_work(cancelled: asyncio.Event):
     async def work():
         try:
             await asyncio.sleep(30)
         except asyncio.CancelledError:
             cancelled.set()
             raise
+    return work
+
+
+def test_a_client_that_leaves_cancels_the_work():
+    cancelled = asyncio.Event()
+    work = _long_work(cancelled)
 
     async def main():
         with pytest.raises(ClientDisconnected):
@@ -52,13 +56,7 @@ def test_work_that_finishes_first_is_returned():
 
 def test_the_callers_cancellation_reaches_the_work():
     cancelled = asyncio.Event()
-
-    async def work():
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    work = _long_work(cancelled)
 
     async def main():
         outer = asyncio.ensure_future(unless_disconnected(_request(None), work()))
