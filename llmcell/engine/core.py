@@ -8,11 +8,11 @@ offline `LLM` from the caller's.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 import sys
-from functools import partial
 import time
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -24,8 +24,8 @@ from llmcell.engine.kv_cache import BlockManager
 from llmcell.engine.loader import load_checkpoint
 from llmcell.engine.loader.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
-from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models import numerics
+from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor

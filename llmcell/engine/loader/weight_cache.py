@@ -4,7 +4,8 @@ Dequantizing a GGUF file's Q4/Q5/Q6 blocks takes seconds on every start. The fir
 the float tensors it produced (after the rotary permutation is undone) as one safetensors file,
 keyed by the GGUF file's path, size and modification time and by `FORMAT` (bumped whenever the
 loader's output changes); later loads map that file instead. A cache that cannot be read is
-rebuilt, and one that cannot be written is skipped with a note: the cache never stops a load.
+rebuilt, and one that cannot be written (or would leave its disk nearly full) is skipped with a
+note: the cache never stops a load.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 FORMAT = 1
+FREE_MARGIN = 1 << 30
+"""Free space left over on the cache's filesystem after a write (and the write needs twice the
+weights' size free: the old entry can still be there while the new one is written)."""
 
 
 def _digest(text: str) -> str:
@@ -57,8 +62,14 @@ def write(cache_dir: Path | None, source: Path, weights: dict[str, torch.Tensor]
         return None
     path = cache_file(cache_dir, source)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    size = sum(t.numel() * t.element_size() for t in weights.values())
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(cache_dir).free
+        if free < 2 * size + FREE_MARGIN:
+            print(f"llmcell: not caching {size / 1e9:.1f} GB of dequantized weights in "
+                  f"{cache_dir}: {free / 1e9:.1f} GB free", file=sys.stderr)
+            return None
         for old in cache_dir.glob(f"{_prefix(source)}-*.safetensors"):  # this file, changed since
             old.unlink(missing_ok=True)
         save_file({k: v.contiguous() for k, v in weights.items()}, tmp)

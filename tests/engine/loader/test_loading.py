@@ -146,3 +146,17 @@ def test_an_unwritable_cache_does_not_stop_the_load(tmp_path, capsys):
     assert weight_cache.write(blocker / "sub", source, {"w": torch.ones(1)}) is None
     assert "not caching" in capsys.readouterr().err
     assert weight_cache.read(None, source) is None and weight_cache.write(None, source, {}) is None
+
+
+def test_the_cache_is_not_written_onto_a_nearly_full_disk(tmp_path, monkeypatch, capsys):
+    import shutil as shutil_module
+
+    from llmcell.engine.loader import weight_cache
+
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"x")
+    usage = shutil_module.disk_usage(tmp_path)
+    monkeypatch.setattr(weight_cache, "FREE_MARGIN", usage.free)  # nothing would be left
+    assert weight_cache.write(tmp_path / "c", source, {"w": torch.ones(4)}) is None
+    assert "GB free" in capsys.readouterr().err
+    assert not list((tmp_path / "c").glob("*.safetensors"))
