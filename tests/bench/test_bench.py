@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from tests.processes import kill_group
+
 from llmcell.bench import datasets
 from llmcell.bench.client import RequestResult
 from llmcell.bench.report import markdown, write_report
@@ -89,7 +91,7 @@ def test_bench_against_llmcell_up_writes_the_report(tmp_path):
     up = subprocess.Popen(
         [sys.executable, "-m", "llmcell.cli", "up", "--port", str(port), "--admin-port",
          str(admin_port), "--state", str(tmp_path / "up.sqlite3"), "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -111,4 +113,7 @@ def test_bench_against_llmcell_up_writes_the_report(tmp_path):
         assert "| TTFT |" in r.stdout
     finally:
         up.send_signal(signal.SIGINT)
-        up.wait(60)
+        try:
+            up.wait(60)
+        finally:
+            kill_group(up)  # whatever of the cell did not stop

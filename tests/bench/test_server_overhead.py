@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.processes import run_group
 
 from tests.bench.test_bench import PNG_MAGIC
 
@@ -19,9 +20,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "server_overhead.py"
 @pytest.mark.slow
 def test_a_small_run_reports_every_figure_and_plots(tmp_path):
     out, png = tmp_path / "overhead.json", tmp_path / "overhead.png"
-    run = subprocess.run([sys.executable, str(SCRIPT), "--requests", "4", "--max-tokens", "8",
-                          "--rounds", "1", "--per-client", "2", "--json", str(out),
-                          "--plot", str(png)], capture_output=True, text=True, timeout=300)
+    run = run_group([sys.executable, str(SCRIPT), "--requests", "4", "--max-tokens", "8",
+                     "--rounds", "1", "--per-client", "2", "--json", str(out),
+                     "--plot", str(png)], timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     summary = json.loads(out.read_text())["summary"]
     for key in ("throughput_ratio", "concurrent_throughput_ratio", "ttft_added_burst_ms",
