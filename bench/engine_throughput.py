@@ -142,6 +142,9 @@ def main() -> int:
     ap.add_argument("--int8-workloads", default="single",
                     help="workloads also run with int8 weights + bf16 activations "
                          "(default: %(default)s; empty to skip)")
+    ap.add_argument("--int8-dense-workloads", default="single,uniform",
+                    help="workloads also run with int8 weights + a bf16 copy for steps of 8+ rows "
+                         "(default: %(default)s; empty to skip)")
     ap.add_argument("--peer-budget", type=float, default=None,
                     help="seconds per HF workload before it stops starting new batches "
                          "(default 60, 20 with --quick)")
@@ -162,6 +165,10 @@ def main() -> int:
     if int8:
         engines["llmcell-int8"] = run_llmcell(checkpoint, int8, args, "llmcell-int8",
                                               "bfloat16", "int8")
+    dense = [w for w in workloads if w.name in args.int8_dense_workloads.split(",")]
+    if dense:
+        engines["llmcell-int8-dense"] = run_llmcell(checkpoint, dense, args, "llmcell-int8-dense",
+                                                    "bfloat16", "int8_dense")
     peer_list = args.peers or ("hf-bf16,hf-fp32,llama.cpp" if args.quick
                                else "hf-bf16,hf-fp32,vllm,llama.cpp")
     peers = [p.strip() for p in peer_list.split(",") if p.strip()]

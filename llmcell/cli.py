@@ -36,8 +36,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                    help="built-in alias, GGUF file or Hugging Face directory (default: %(default)s)")
     g.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
                    help="weights/activations dtype; auto = bf16 where the hardware has it, else fp32")
-    g.add_argument("--quantization", default=None, choices=["int8"],
-                   help="int8 weight-only quantization (per-channel scales)")
+    g.add_argument("--quantization", default=None, choices=["int8", "int8_dense"],
+                   help="int8 weight-only quantization (per-channel scales); int8_dense also "
+                        "keeps a dense copy for steps of 8+ rows (fast at every batch size)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads; 0 = the CPUs this process may use (affinity, capped by the "

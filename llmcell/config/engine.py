@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")
-QUANTIZATIONS = (None, "int8")
+QUANTIZATIONS = (None, "int8", "int8_dense")
 ATTENTION_BACKENDS = ("auto", "native", "torch")
 DEVICES = ("cpu", "cuda")
 
@@ -23,7 +23,8 @@ class EngineConfig:
     dtype: str = "auto"
     """Activation/weight dtype; "auto" is bfloat16 on CPU and CUDA."""
     quantization: str | None = None
-    """None (weights in `dtype`) or "int8" (weight-only, per-channel scales)."""
+    """None (weights in `dtype`), "int8" (weight-only, per-channel scales: 1 byte a parameter) or
+    "int8_dense" (int8 for steps of under 8 rows, a dense copy in `dtype` for larger ones)."""
     device: str = "cpu"
     threads: int = 0
     """Intra-op threads; 0 sizes them to the CPUs the process may use (its affinity, capped by

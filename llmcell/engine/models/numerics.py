@@ -53,12 +53,9 @@ def check_linear(name: str, layer, in_features: int, dtype: torch.dtype, device:
     """`layer(x)` against x @ W^T in fp32 (W as the layer holds it, dequantized if need be), on
     the first `REFERENCE_COLUMNS` outputs (the layer itself runs whole, at its own shape)."""
     n = min(layer.weight.shape[0], REFERENCE_COLUMNS)
-    weight = layer.weight[:n].float()
-    if getattr(layer, "scales", None) is not None:
-        weight = weight * layer.scales[:n].float()[:, None]
     for m in rows:
         x = _inputs(m, in_features, dtype, device, gen)
-        want = x.float() @ weight.T
+        want = x.float() @ layer.reference_weight(m, n).T
         if layer.bias is not None:
             want = want + layer.bias[:n].float()
         err = relative_error(layer(x)[:, :n], want)

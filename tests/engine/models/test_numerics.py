@@ -22,7 +22,8 @@ class WrongPastOneTile:
     matmul did for some shapes)."""
 
     def __init__(self, inner) -> None:
-        self.inner, self.weight, self.scales, self.bias = inner, inner.weight, None, inner.bias
+        self.inner, self.weight, self.bias = inner, inner.weight, inner.bias
+        self.reference_weight = inner.reference_weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         y = self.inner(x)
@@ -58,6 +59,19 @@ def test_int8_weights_are_checked_dequantized(checkpoint):
     assert numerics.check_model(model) is None
     model.layers[0].o = WrongPastOneTile(model.layers[0].o)
     assert "output projection" in str(numerics.check_model(model))
+
+
+def test_int8_with_a_dense_copy_is_checked_on_both_paths(checkpoint):
+    from llmcell.engine.models.linear import DENSE_MIN_ROWS
+
+    model = LlamaModel(checkpoint.config, checkpoint.weights, torch.bfloat16, torch.device("cpu"),
+                       "int8_dense")
+    assert numerics.check_model(model) is None
+    layer = model.layers[0].gate_up
+    small, large = layer.reference_weight(1, 64), layer.reference_weight(DENSE_MIN_ROWS, 64)
+    assert torch.equal(large, layer.dense[:64].float()) and not torch.equal(small, large)
+    model.layers[0].gate_up = WrongPastOneTile(layer)
+    assert "gate/up" in str(numerics.check_model(model))
 
 
 def test_nan_is_a_problem():
