@@ -24,13 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from llmcell.config.engine import EngineConfig  # noqa: E402 (no torch)
+from llmcell.engine.cpu_share import set_openmp_spin, usable_cpus  # noqa: E402 (no torch)
+
+set_openmp_spin(EngineConfig.omp_spin_count)  # as `llmcell server` runs: before torch loads
 import torch  # noqa: E402
 
 from bench import workloads as wl  # noqa: E402
 from bench.peers import hf_runner, llama_cpp  # noqa: E402
-from llmcell.config import EngineConfig  # noqa: E402
 from llmcell.engine import LLM, SamplingParams  # noqa: E402
-from llmcell.engine.cpu_share import usable_cpus  # noqa: E402
 from llmcell.engine.loader import load_checkpoint  # noqa: E402
 from llmcell.engine.loader.chat_template import render_chat  # noqa: E402
 from llmcell.engine.loader.export import export_hf_dir  # noqa: E402
