@@ -1,0 +1,88 @@
+"""The admin app in process (Starlette's TestClient, a real SQLite store in a temporary folder):
+registration, placement through heartbeats, publish / update / unpublish, the routing view."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from starlette.testclient import TestClient
+
+from llmcell.admin.app import create_admin_app
+from llmcell.admin.registry import CellRegistry
+from llmcell.admin.store import ModelStore
+from llmcell.config.admin import AdminConfig
+
+MODEL = "/sax/test/m"
+SOURCE = "smollm2-135m-instruct"
+
+
+@pytest.fixture()
+def admin(tmp_path):
+    config = AdminConfig(state_path=tmp_path / "admin.sqlite3")
+    store = ModelStore(config.state_path)
+    client = TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
+                                                              time.monotonic())))
+    yield client
+    store.close()
+
+
+def _register(admin, server_id: str, memory: int = 8 << 30) -> dict:
+    r = admin.post("/cell/servers", json={"server": {
+        "id": server_id, "address": f"http://{server_id}:8000", "engine": "builtin",
+        "memory_bytes": memory, "group_size": 1, "models": ["*"]}})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _beat(admin, server_id: str, replicas: list[dict]) -> list[dict]:
+    r = admin.post(f"/cell/servers/{server_id}/heartbeat", json={"replicas": replicas})
+    assert r.status_code == 200, r.text
+    return r.json()["assignments"]
+
+
+def _ready(assignments: list[dict]) -> list[dict]:
+    return [dict(a, state="ready", error="", running=0, waiting=0) for a in assignments]
+
+
+def test_publish_places_replicas_on_heartbeats_and_routes_them(admin):
+    _register(admin, "s0")
+    _register(admin, "s1")
+    r = admin.post("/models", json={"model": MODEL, "model_path": SOURCE, "checkpoint": "None",
+                                    "replicas": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["max_replicas"] == 2 and r.json()["active_replicas"] == 0
+    placed = {s: _beat(admin, s, []) for s in ("s0", "s1")}
+    assert all(len(a) == 1 and a[0]["model"] == MODEL for a in placed.values()), placed
+    assert admin.get("/cell/routes").json()["models"].get(MODEL, []) == []  # none ready yet
+    for s, a in placed.items():
+        _beat(admin, s, _ready(a))
+    routes = admin.get("/cell/routes").json()["models"][MODEL]
+    assert sorted(r["server_id"] for r in routes) == ["s0", "s1"]
+    assert admin.get(f"/models{MODEL}").json()["active_replicas"] == 2
+
+
+def test_publish_twice_is_409_update_scales_and_unpublish_removes(admin):
+    spec = {"model": MODEL, "model_path": SOURCE, "checkpoint": "None", "replicas": 1}
+    assert admin.post("/models", json=spec).status_code == 200
+    assert admin.post("/models", json=spec).status_code == 409
+    r = admin.put("/models", json=dict(spec, replicas=3))
+    assert r.status_code == 200 and r.json()["max_replicas"] == 3
+    assert admin.delete(f"/models{MODEL}").status_code == 200
+    assert admin.get(f"/models{MODEL}").status_code == 404
+
+
+def test_bad_bodies_are_clear_errors(admin):
+    r = admin.post("/models", content=b'{"model": 1}', headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = admin.post("/models", content=b"[" * 100 + b"]" * 100,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "nests deeper" in r.text
+    r = admin.post("/models", json={"model": MODEL, "model_path": "/no/such/file.gguf",
+                                    "checkpoint": "None", "replicas": 1})
+    assert r.status_code == 400 and "cannot load its source" in r.text
+
+
+def test_an_unknown_server_heartbeat_is_404(admin):
+    r = admin.post("/cell/servers/ghost/heartbeat", json={"replicas": []})
+    assert r.status_code == 404
