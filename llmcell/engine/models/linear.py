@@ -3,11 +3,10 @@
 int8 keeps one symmetric scale per output row (absmax / 127) and multiplies with activations in
 the compute dtype through `torch._weight_int8pack_mm` when this torch build has it for the device,
 else by dequantizing on the fly. That kernel reads a quarter of fp32's bytes, which is what a
-decode step of a few rows is bound by, but it scales with the rows: on a 2-core AVX-512 machine
-it is 2-4x faster than bf16 at 1 row, even at 8, and 2-3x slower at 32-64 (and worse in prefill).
-"int8_dense" keeps a dense copy in the compute dtype beside the int8 weight and uses it for steps
-of `DENSE_MIN_ROWS` rows or more: the fast path at every batch size, for 1 + 2 (bf16) bytes per
-parameter instead of 1.
+decode step of a few rows is bound by, but its cost grows with the rows, so past a few rows the
+dense matmul wins (figures in bench/README.md). "int8_dense" keeps a dense copy in the compute
+dtype beside the int8 weight and uses it for steps of `DENSE_MIN_ROWS` rows or more: the fast path
+at every batch size, for 1 + 2 (bf16) bytes per parameter instead of 1.
 """
 
 from __future__ import annotations
