@@ -1,27 +1,16 @@
 """Async engine: asyncio callers submit requests and stream their outputs while the engine core
 steps elsewhere: on a thread of this process (`AsyncEngine`) or in a process of its own
-(`ProcessEngine`, engine/process.py). `EngineClient` is the event-loop side both share.
+(`ProcessEngine`, engine/process.py). `EngineClient` is the event-loop side both share; both run
+the same engine loop (engine/loop.py) over the same messages (engine/messages.py).
 
 `submit()` validates the request in the caller (so bad input fails at once), queues it for the
-engine at once and returns a `RequestStream` of `RequestOutput`s as tokens arrive; closing the
-stream before it ends (e.g. a client disconnect) aborts the request, freeing its blocks at the next
-step boundary. `generate()` is the same as an async generator that closes its stream itself. A
-server submits before it starts its response, so prefill overlaps with sending the headers.
-
-Requests submitted in the same turn of the event loop reach the engine together (one hand-off, at
-the loop's next turn), so at a busy engine a request waits only for the current turn to end
-(microseconds). At an idle engine a lone request waits a few turns (`FIRST_TURNS`) in case it is
-the first of a burst, and at least `idle_hold` (a small fraction of a prefill step): clients
-that open new connections for a burst reach the server a millisecond or two apart while it accepts
-them, longer than a few turns. When several have arrived, that is a burst still being read: the
-hand-off then waits until no request has come for `BURST_GAP` (at most `BURST_LIMIT` in all), so
-the whole burst is prefilled as one batch. Otherwise the first few would run a step of their own
-and the rest would wait for it: a whole step (~50-300 ms on a small CPU) instead of the few
-milliseconds the server needs to read the rest. After a step that finished requests, the engine
-loop holds the next step briefly for the requests that replace them (`refill_hold`). Both holds
-are capped by `EngineConfig.step_hold_ms`. The engine never blocks the
-event loop: a thread's outputs cross over with `loop.call_soon_threadsafe`, a step's outputs in
-one wake-up. If a step raises, every in-flight request fails with that error.
+engine (the hand-off and its holds: engine/holds.py) and returns a `RequestStream` of
+`RequestOutput`s as tokens arrive; closing the stream before it ends (e.g. a client disconnect)
+aborts the request, freeing its blocks at the next step boundary. `generate()` is the same as an
+async generator that closes its stream itself. A server submits before it starts its response,
+so prefill overlaps with sending the headers. The engine never blocks the event loop: a thread's
+outputs cross over with `loop.call_soon_threadsafe`, a step's outputs in one wake-up. If a step
+raises, every in-flight request fails with that error.
 """
 
 from __future__ import annotations
@@ -33,6 +22,9 @@ import time
 from typing import TYPE_CHECKING, AsyncIterator
 
 from llmcell.config.engine import EngineConfig
+from llmcell.engine import loop as engine_loop
+from llmcell.engine.holds import HandOff
+from llmcell.engine.messages import (AddRequest, Dead, Outputs, Stop, ToClient, ToCore)
 from llmcell.engine.outputs import RequestOutput
 from llmcell.engine.params import SamplingParams, check_request
 from llmcell.engine.stats import EngineStats
@@ -41,76 +33,27 @@ if TYPE_CHECKING:  # torch: only where the core runs (not in a server whose engi
     from llmcell.engine.core import EngineCore
 
 
-BURST_GAP = 0.005
-"""Seconds: a burst reaching an idle engine is held while its requests come at most this apart.
-A server reads a request in ~0.5 ms on a small CPU, but a collection or a busy turn of its loop
-now and then leaves 2-4 ms between two of them; a burst cut there would leave the rest waiting a
-whole step (hundreds of milliseconds)."""
-BURST_LIMIT = 0.05
-"""Seconds: the longest a burst is held."""
-FIRST_TURNS = 3
-"""Turns of the event loop a lone request waits at an idle engine before it is handed off: enough
-for the loop to poll its sockets and run the requests that came while it read this one (the rest
-of a burst whose first request arrived alone), which then hold the burst; microseconds when none
-came. (A timer would not do: uvloop rounds delays to whole milliseconds.)"""
-
-
-HOLD_FRACTION = 0.02
-"""A hold for requests about to come lasts at most this fraction of a step (and at most
-`EngineConfig.step_hold_ms`): after a step that finished requests (`refill_hold`), and for a lone
-request at an idle engine (`idle_hold`)."""
-
-
-def idle_hold(stats: EngineStats, limit: float) -> float:
-    """Seconds a lone request at an idle engine is held for the rest of a possible burst. Without
-    it, a burst whose requests come a millisecond or two apart (clients opening new connections,
-    which the server accepts one after another) is split: the first request runs a prefill step
-    of its own and the rest wait for it whole. The hold costs that lone request at most
-    `HOLD_FRACTION` of a prefill step (`stats.prefill_seconds`, the last one) on top of its own;
-    `limit` (seconds) caps it, and before the first prefill there is none."""
-    return min(limit, HOLD_FRACTION * stats.prefill_seconds)
-
-
-def refill_hold(finished: int, step_seconds: float, stats: EngineStats, limit: float) -> float:
-    """Seconds the engine loop waits, after a step that finished `finished` requests, for new ones
-    before it starts the next step (it goes on as soon as as many have come). A client that has
-    just read its answer often sends its next request at once (a chat, an agent, a benchmark's
-    closed loop); that request reaches the engine a millisecond or a few later, through the
-    server, and without the hold it misses the step that has just begun and waits for it whole
-    (~300 ms on a small CPU). The hold costs at most `HOLD_FRACTION` of throughput, on steps that
-    freed slots and only while nothing already waits to take them; `limit` (seconds) caps it."""
-    if finished <= 0 or stats.num_waiting > 0:
-        return 0.0
-    return min(limit, HOLD_FRACTION * step_seconds)
-
-
-def count_adds(commands: list[tuple]) -> int:
-    """New requests among engine commands (a "batch" holds several)."""
-    return sum(sum(c[0] == "add" for c in cmd[1]) if cmd[0] == "batch" else cmd[0] == "add"
-               for cmd in commands)
-
-
 class EngineDeadError(RuntimeError):
-    """The engine thread failed; requests cannot be served."""
+    """The engine failed; requests cannot be served."""
 
 
 class RequestStream:
     """One submitted request's outputs, in order. Iterate it; `close()` it when done with it (an
     unfinished request is then aborted). Closing twice, or after the end, does nothing."""
 
-    __slots__ = ("request_id", "_engine", "_loop", "_queue", "_open")
+    __slots__ = ("request_id", "_engine", "loop", "queue", "_open")
 
-    def __init__(self, engine: "AsyncEngine", request_id: str,
+    def __init__(self, engine: "EngineClient", request_id: str,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.request_id = request_id
         self._engine = engine
-        self._loop = loop
-        self._queue: asyncio.Queue = asyncio.Queue()
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
         self._open = True
 
     def put(self, item) -> None:
-        """Called from the engine thread."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        """Callable from any thread."""
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
     def __aiter__(self) -> "RequestStream":
         return self
@@ -118,7 +61,7 @@ class RequestStream:
     async def __anext__(self) -> RequestOutput:
         if not self._open:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        item = await self.queue.get()
         if isinstance(item, BaseException):
             self._end(abort=False)
             raise item
@@ -133,27 +76,6 @@ class RequestStream:
     def _end(self, abort: bool) -> None:
         self._open = False
         self._engine._forget(self.request_id, abort)
-
-
-def apply_command(core: EngineCore, cmd: tuple, errors: list) -> list[RequestOutput]:
-    """Apply an "add", "abort" or "batch" command to `core` (in the engine's own thread or
-    process); returns the final outputs of aborted requests, and appends `(request_id, error)` to
-    `errors` for adds the core refused."""
-    kind, outputs = cmd[0], []
-    if kind == "batch":
-        for one in cmd[1]:
-            outputs += apply_command(core, one, errors)
-    elif kind == "add":
-        _, rid, ids, params, arrival = cmd
-        try:
-            core.add_request(rid, ids, params, arrival)
-        except ValueError as e:
-            errors.append((rid, e))
-    elif kind == "abort":
-        out = core.abort(cmd[1])
-        if out is not None:
-            outputs.append(out)
-    return outputs
 
 
 def delivery_order(outputs: list[RequestOutput]) -> list[RequestOutput]:
@@ -173,37 +95,29 @@ def delivery_order(outputs: list[RequestOutput]) -> list[RequestOutput]:
 
 
 def _hand_over(items: list) -> None:
-    for stream, out in items:
-        stream._queue.put_nowait(out)
+    for stream, item in items:
+        stream.queue.put_nowait(item)
 
 
 class EngineClient:
-    """The event-loop side of an engine: request streams, the batched hand-off (with the burst
-    hold) and aborts. Subclasses carry commands to the engine core and outputs back: `AsyncEngine`
-    to a thread of this process, `ProcessEngine` (engine/process.py) to a process of its own."""
+    """The event-loop side of an engine: request streams, the batched hand-off and aborts.
+    Subclasses carry messages to the engine core (`_post`) and hand what comes back to
+    `_from_core`: `AsyncEngine` to a thread of this process, `ProcessEngine` (engine/process.py)
+    to a process of its own."""
 
     def __init__(self, tokenizer, max_model_len: int, vocab_size: int, stats: EngineStats) -> None:
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
-        self._pending: list[tuple] | None = None  # commands not yet handed off (see _send)
-        self._pending_since = 0.0
-        self._hand_off: asyncio.Handle | None = None
         self._streams: dict[str, RequestStream] = {}
         self._lock = threading.Lock()
         self._stats = stats
         self._error: BaseException | None = None
-        self.hold_limit = 0.0
-        """Seconds: the most a lone request at an idle engine is held (`idle_hold`); set from
-        `EngineConfig.step_hold_ms` by the subclass."""
+        self.hand_off = HandOff(self._post, self.stats)
 
-    # ---- what a transport provides ----------------------------------------------------------------
-    def _post(self, cmd: tuple) -> None:
-        """Carry one command ("batch" of adds/aborts, or "abort") to the engine core."""
+    def _post(self, message: ToCore) -> None:
+        """Carry one message to the engine core (what a transport provides)."""
         raise NotImplementedError
-
-    def _check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        check_request(prompt_token_ids, params, self.vocab_size, self.max_model_len)
 
     # ---- public API ---------------------------------------------------------------------------------
     def stats(self) -> EngineStats:
@@ -220,46 +134,15 @@ class EngineClient:
         the caller must iterate to the end or `close()`. Call from the event loop."""
         if self._error is not None:
             raise EngineDeadError(f"engine failed: {self._error}")
-        self._check(prompt_token_ids, params)
+        check_request(prompt_token_ids, params, self.vocab_size, self.max_model_len)
         stream = RequestStream(self, request_id, asyncio.get_running_loop())
         with self._lock:
             if request_id in self._streams:
                 raise ValueError(f"request id {request_id!r} is already running")
             self._streams[request_id] = stream
-        self._send(stream._loop, ("add", request_id, list(prompt_token_ids), params,
-                                  time.monotonic()))
+        self.hand_off.add(stream.loop, AddRequest(request_id, list(prompt_token_ids), params,
+                                                  time.monotonic()))
         return stream
-
-    def _send(self, loop: asyncio.AbstractEventLoop, cmd: tuple) -> None:
-        """Queue an add from the event loop: handed off at the next turn (`FIRST_TURNS` at an idle
-        engine), or after the burst."""
-        now = time.monotonic()
-        if self._pending is None:
-            self._pending, self._pending_since = [cmd], now
-            idle = self._stats.num_running + self._stats.num_waiting == 0
-            hold = idle_hold(self._stats, self.hold_limit) if idle else 0.0
-            self._hand_off = loop.call_soon(self._flush_in, loop, FIRST_TURNS - 1 if idle else 0,
-                                            now + hold)
-            return
-        self._pending.append(cmd)
-        idle = self._stats.num_running + self._stats.num_waiting == 0
-        if idle:
-            self._hand_off.cancel()
-            wait = min(BURST_GAP, self._pending_since + BURST_LIMIT - now)
-            self._hand_off = loop.call_later(max(0.0, wait), self._flush)
-
-    def _flush_in(self, loop: asyncio.AbstractEventLoop, turns: int, until: float) -> None:
-        """Hand off after `turns` more turns of the loop, and not before `until`."""
-        if turns > 0:
-            self._hand_off = loop.call_soon(self._flush_in, loop, turns - 1, until)
-        elif (left := until - time.monotonic()) > 0:
-            self._hand_off = loop.call_later(left, self._flush)
-        else:
-            self._flush()
-
-    def _flush(self) -> None:
-        batch, self._pending, self._hand_off = self._pending, None, None
-        self._post(("batch", batch))
 
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
                        request_id: str) -> AsyncIterator[RequestOutput]:
@@ -274,19 +157,68 @@ class EngineClient:
         """A stream ended (on the event loop); an early end aborts the request, after its add."""
         with self._lock:
             self._streams.pop(request_id, None)
-        if not abort:
-            return
-        if self._pending is not None:
-            self._pending.append(("abort", request_id))
-        else:
-            self._post(("abort", request_id))
+        if abort:
+            self.hand_off.abort(request_id)
 
-    def _fail_all(self, err: BaseException) -> None:
-        """Every request in flight ends with `err` (the engine is gone)."""
-        with self._lock:
-            streams = list(self._streams.values())
-        for stream in streams:
-            stream.put(err)
+    # ---- what the core sends back (on the event loop, or on the engine's thread) --------------------
+    def _from_core(self, message: ToClient) -> None:
+        if isinstance(message, Outputs):
+            self._stats = message.stats
+            items = []
+            with self._lock:
+                for out in delivery_order(message.outputs):
+                    if (stream := self._streams.get(out.request_id)) is not None:
+                        items.append((stream, out))
+                for error in message.errors:
+                    if (stream := self._streams.get(error.request_id)) is not None:
+                        items.append((stream, ValueError(error.message)))
+            self._deliver(items)
+        elif isinstance(message, Dead):
+            self._die(message.message)
+
+    def _deliver(self, items: list[tuple[RequestStream, object]]) -> None:
+        """Hand items to their streams: each stream's loop woken once for all of them."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for stream, item in items:
+            by_loop.setdefault(stream.loop, []).append((stream, item))
+        here = asyncio._get_running_loop()  # a process engine's messages come on the loop itself
+        for loop, group in by_loop.items():
+            if loop is here:
+                _hand_over(group)
+                continue
+            try:
+                loop.call_soon_threadsafe(_hand_over, group)
+            except RuntimeError:  # that loop has closed: nobody is listening any more
+                pass
+
+    def _die(self, why: str) -> None:
+        """Every request in flight, and every later submit, fails with EngineDeadError(why)."""
+        if self._error is None:
+            self._error = EngineDeadError(why)
+            with self._lock:
+                streams = list(self._streams.values())
+            for stream in streams:
+                stream.put(EngineDeadError(why))
+
+
+class _ThreadChannel:
+    """The engine thread's end: commands on a queue, outputs straight to the client."""
+
+    def __init__(self, client: EngineClient) -> None:
+        self.client = client
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()
+
+    def receive(self, wait: float) -> list[ToCore]:
+        messages: list[ToCore] = []
+        try:
+            messages.append(self.commands.get(block=wait > 0, timeout=wait if wait > 0 else None))
+            while True:
+                messages.append(self.commands.get_nowait())
+        except queue.Empty:
+            return messages
+
+    def send(self, message: ToClient) -> None:
+        self.client._from_core(message)
 
 
 class AsyncEngine(EngineClient):
@@ -296,10 +228,10 @@ class AsyncEngine(EngineClient):
         super().__init__(core.tokenizer, core.max_model_len, core.model_config.vocab_size,
                          core.stats())
         self.core = core
-        self.hold_limit = core.config.step_hold_ms / 1e3
-        self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="llmcell-engine", daemon=True)
+        self.hand_off.limit = core.config.step_hold_ms / 1e3
+        self._channel = _ThreadChannel(self)
+        self._thread = threading.Thread(target=engine_loop.run, args=(core, self._channel),
+                                        name="llmcell-engine", daemon=True)
         self._thread.start()
 
     @classmethod
@@ -312,87 +244,12 @@ class AsyncEngine(EngineClient):
     def is_alive(self) -> bool:
         return self._thread.is_alive() and self._error is None
 
-    def _post(self, cmd: tuple) -> None:
-        self._commands.put(cmd)
-
-    def _check(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        self.core.check_request(prompt_token_ids, params)
-
-    def abort(self, request_id: str) -> None:
-        self._commands.put(("abort", request_id))
+    def _post(self, message: ToCore) -> None:
+        self._channel.commands.put(message)
 
     def shutdown(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._commands.put(("stop",))
+        self._post(Stop())
         self._thread.join(timeout)
 
     async def aclose(self, timeout: float = 5.0) -> None:
         self.shutdown(timeout)
-
-    # ---- engine thread ------------------------------------------------------------------------------
-    def _handle(self, cmd: tuple) -> None:
-        errors: list[tuple[str, ValueError]] = []
-        for out in apply_command(self.core, cmd, errors):
-            self._deliver(out)
-        for rid, err in errors:
-            self._deliver_error(rid, err)
-
-    def _deliver(self, out: RequestOutput) -> None:
-        with self._lock:
-            stream = self._streams.get(out.request_id)
-        if stream is not None:
-            stream.put(out)
-
-    def _deliver_all(self, outs: list[RequestOutput]) -> None:
-        """A step's outputs, handed to each event loop in one wake-up rather than one per request."""
-        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-        with self._lock:
-            for out in delivery_order(outs):
-                stream = self._streams.get(out.request_id)
-                if stream is not None:
-                    by_loop.setdefault(stream._loop, []).append((stream, out))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_hand_over, items)
-            except RuntimeError:  # that loop has closed: nobody is listening any more
-                pass
-
-    def _deliver_error(self, rid: str, err: BaseException) -> None:
-        with self._lock:
-            stream = self._streams.get(rid)
-        if stream is not None:
-            stream.put(err)
-
-    def _loop(self) -> None:
-        hold = 0.0  # seconds to wait for new requests before the next step (see refill_hold)
-        expected = 0
-        while not self._stopping:
-            try:
-                block = not self.core.has_work()
-                until = time.monotonic() + hold
-                while True:
-                    wait = 0.5 if block else until - time.monotonic() if expected > 0 else 0.0
-                    try:
-                        cmd = self._commands.get(block=wait > 0, timeout=wait if wait > 0 else None)
-                    except queue.Empty:
-                        break
-                    if cmd[0] == "stop":
-                        return
-                    expected -= count_adds([cmd])
-                    self._handle(cmd)
-                    block = False
-                if self.core.has_work():
-                    started = time.monotonic()
-                    outputs = self.core.step()
-                    took = time.monotonic() - started
-                    self._deliver_all(outputs)
-                    expected = sum(out.finished for out in outputs)
-                    hold = refill_hold(expected, took, self.core.stats(),
-                                       self.core.config.step_hold_ms / 1e3)
-                else:
-                    expected, hold = 0, 0.0
-                self._stats = self.core.stats()
-            except Exception as e:  # a failed step must not leave callers waiting forever
-                self._error = e
-                self._fail_all(EngineDeadError(f"engine step failed: {e!r}"))
-                return

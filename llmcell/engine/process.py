@@ -4,19 +4,12 @@ In one process the HTTP event loop and the engine's step share the GIL: every re
 chunk written waits for the step's Python to let go (and the step waits for them). Here the
 `ProcessEngine` (the `EngineClient` in the server) keeps the event loop, the chat template and the
 tokenizer; a spawned child owns the `EngineCore` (weights, KV cache, scheduler, detokenizer) and
-does nothing but apply commands and step, at a lower CPU priority (SCHED_IDLE, or a `nice`) so
-that where they share cores the front end is never kept waiting. The child is a fresh interpreter running `main()`
-here with the file descriptor of its end of a private Unix socket pair (not multiprocessing's
-spawn, which would re-run the caller's main script); they talk over it in length-prefixed pickle
-frames:
-
-    parent -> child   ("config", EngineConfig, nice, idle)   first
-                      ("batch", [("add", id, prompt ids, params, arrival) | ("abort", id)...])
-                      ("abort", id)   ("stop",)
-    child -> parent   ("ready", EngineInfo) | ("failed", kind, message)   once, after loading
-                      ("out", [RequestOutput...], EngineStats)   after each step or command batch
-                      ("error", id, message)   an add the core refused
-                      ("dead", message)   a step raised; the child exits
+runs the engine loop (engine/loop.py) at a lower CPU priority (SCHED_IDLE, or a `nice`) so that
+where they share cores the front end is never kept waiting. The child is a fresh interpreter
+running `main()` here with the file descriptor of its end of a private Unix socket pair (not
+multiprocessing's spawn, which would re-run the caller's main script); they exchange the messages
+of engine/messages.py over it, in its frames: `Configure` first, then `Ready` or `Failed` once the
+model has loaded (or not), then the engine loop's traffic.
 
 The parent reads frames on its event loop (no thread, no extra wake-up) and writes through an
 asyncio transport (never blocks the loop). If the child dies, every request in flight fails with
@@ -28,80 +21,34 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import signal
 import socket
-import struct
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from llmcell.config.engine import EngineConfig
+from llmcell.engine import loop as engine_loop
+from llmcell.engine.async_engine import EngineClient, EngineDeadError
 from llmcell.engine.cpu_share import set_openmp_spin
-from llmcell.engine.async_engine import (EngineClient, EngineDeadError, apply_command, count_adds,
-                                         delivery_order, refill_hold)
-from llmcell.engine.loader.tokenizer import Tokenizer
-from llmcell.engine.stats import EngineStats
-
-_HEADER = struct.Struct("!I")
-_IDLE_WAIT = 0.5
-"""Seconds the idle child waits for a command before it looks again."""
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What the parent needs of the loaded engine: to tokenize, and to check requests up front."""
-
-    tokenizer: Tokenizer
-    max_model_len: int
-    vocab_size: int
-    load_seconds: float
-    stats: EngineStats
-
-
-def frame(message: tuple) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(payload)) + payload
-
-
-class FrameReader:
-    """Bytes in, whole messages out."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple]:
-        self._buffer += data
-        messages, view, at = [], self._buffer, 0
-        while len(view) - at >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(view, at)
-            if len(view) - at - _HEADER.size < size:
-                break
-            start = at + _HEADER.size
-            messages.append(pickle.loads(view[start:start + size]))
-            at = start + size
-        del self._buffer[:at]
-        return messages
+from llmcell.engine.messages import (Configure, EngineInfo, Failed, FrameReader, Ready, Stop,
+                                     ToClient, ToCore, frame)
 
 
 # ---- the child --------------------------------------------------------------------------------
 class _ChildChannel:
-    """The child's blocking end of the socket."""
+    """The child's blocking end of the socket (an engine loop `Channel`)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reader = FrameReader()
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: ToClient) -> None:
         self.sock.settimeout(None)
         self.sock.sendall(frame(message))
 
-    def receive(self, wait: float) -> list[tuple] | None:
-        """The messages that have come (waiting up to `wait` seconds for the first); None when the
-        parent has gone."""
-        messages: list[tuple] = []
+    def receive(self, wait: float) -> list[ToCore] | None:
+        messages: list[ToCore] = []
         self.sock.settimeout(max(0.0, wait))
         while True:
             try:
@@ -115,31 +62,31 @@ class _ChildChannel:
 
 
 def run_engine_process(sock: socket.socket) -> None:
-    """The child's main: read the config, load, report, then apply commands and step until told
-    to stop or the parent goes away."""
+    """The child's main: read the config, load, report, then run the engine loop until told to
+    stop or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = _ChildChannel(sock)
-    first: list[tuple] | None = []
+    first: list[ToCore] | None = []
     while first == []:
-        first = channel.receive(_IDLE_WAIT)
-    if first is None or first[0][0] != "config":
+        first = channel.receive(engine_loop.IDLE_WAIT)
+    if first is None or not isinstance(first[0], Configure):
         return
-    _, config, nice, idle = first[0]
-    if not (idle and _sched_idle()) and nice:
-        os.nice(nice)
-    set_openmp_spin(config.omp_spin_count)  # before torch loads libgomp
+    configure = first[0]
+    if not (configure.idle and _sched_idle()) and configure.nice:
+        os.nice(configure.nice)
+    set_openmp_spin(configure.config.omp_spin_count)  # before torch loads libgomp
     from llmcell.engine.core import EngineCore
 
     try:
         try:
-            core = EngineCore(config)
+            core = EngineCore(configure.config)
         except Exception as e:
-            channel.send(("failed", type(e).__name__, str(e)))
+            channel.send(Failed(type(e).__name__, str(e)))
             return
-        channel.send(("ready", EngineInfo(core.tokenizer, core.max_model_len,
-                                          core.model_config.vocab_size, core.load_seconds,
-                                          core.stats())))
-        _serve(core, channel)
+        channel.send(Ready(EngineInfo(core.tokenizer, core.max_model_len,
+                                      core.model_config.vocab_size, core.load_seconds,
+                                      core.stats())))
+        engine_loop.run(core, channel)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone: nothing left to serve
 
@@ -163,47 +110,6 @@ def _sched_idle() -> bool:
     return True
 
 
-def _serve(core, channel: _ChildChannel) -> None:
-    held: list[tuple] = []  # commands that came during a refill hold
-    while True:
-        messages = channel.receive(0.0 if core.has_work() or held else _IDLE_WAIT)
-        if messages is None:
-            return
-        messages, held = held + messages, []
-        outputs: list = []
-        for message in messages:
-            if message[0] == "stop":
-                return
-            errors: list = []
-            outputs += apply_command(core, message, errors)
-            for rid, err in errors:
-                channel.send(("error", rid, str(err)))
-        finished, took = 0, 0.0
-        if core.has_work():
-            started = time.monotonic()
-            try:
-                stepped = core.step()
-            except Exception as e:
-                channel.send(("dead", f"engine step failed: {e!r}"))
-                return
-            took = time.monotonic() - started
-            finished = sum(out.finished for out in stepped)
-            outputs += stepped
-        if outputs or messages:
-            channel.send(("out", outputs, core.stats()))
-        # (idle, the next receive waits for requests anyway)
-        hold = refill_hold(finished, took, core.stats(), core.config.step_hold_ms / 1e3) \
-            if core.has_work() else 0.0
-        until = time.monotonic() + hold
-        while count_adds(held) < finished and (left := until - time.monotonic()) > 0:
-            got = channel.receive(left)
-            if got is None:
-                return
-            held += got
-            if any(m[0] == "stop" for m in got):
-                break
-
-
 # ---- the parent -------------------------------------------------------------------------------
 class _ParentChannel(asyncio.Protocol):
     def __init__(self, engine: "ProcessEngine") -> None:
@@ -212,7 +118,7 @@ class _ParentChannel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for message in self.reader.feed(data):
-            self.engine._receive(message)
+            self.engine._from_core(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.engine._lost()
@@ -254,7 +160,7 @@ class ProcessEngine(EngineClient):
         engine = cls(process, loop.create_future())
         engine._transport, _ = await loop.create_unix_connection(
             lambda: _ParentChannel(engine), sock=ours)
-        engine._post(("config", config, nice, idle))
+        engine._post(Configure(config, nice, idle))
         try:
             info: EngineInfo = await engine._ready
         except BaseException:
@@ -263,7 +169,7 @@ class ProcessEngine(EngineClient):
         engine.tokenizer, engine.max_model_len = info.tokenizer, info.max_model_len
         engine.vocab_size, engine._stats = info.vocab_size, info.stats
         engine.load_seconds = info.load_seconds
-        engine.hold_limit = config.step_hold_ms / 1e3
+        engine.hand_off.limit = config.step_hold_ms / 1e3
         return engine
 
     @property
@@ -274,40 +180,27 @@ class ProcessEngine(EngineClient):
     def pid(self) -> int | None:
         return self._process.pid
 
-    def _post(self, cmd: tuple) -> None:
+    def _post(self, message: ToCore) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(frame(cmd))
+            self._transport.write(frame(message))
 
-    def _receive(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "out":
-            _, outputs, self._stats = message
-            for out in delivery_order(outputs):
-                stream = self._streams.get(out.request_id)
-                if stream is not None:
-                    stream._queue.put_nowait(out)
-        elif kind == "error":
-            stream = self._streams.get(message[1])
-            if stream is not None:
-                stream._queue.put_nowait(ValueError(message[2]))
-        elif kind == "ready":
+    def _from_core(self, message: ToClient) -> None:
+        if isinstance(message, Ready):
             if not self._ready.done():
-                self._ready.set_result(message[1])
-        elif kind == "failed":
-            error = ValueError if message[1] == "ValueError" else EngineDeadError
+                self._ready.set_result(message.info)
+        elif isinstance(message, Failed):
+            error = ValueError if message.kind == "ValueError" else EngineDeadError
             if not self._ready.done():
-                self._ready.set_exception(error(message[2]))
-        elif kind == "dead":
-            self._die(message[1])
+                self._ready.set_exception(error(message.message))
+        else:
+            super()._from_core(message)
 
     def _lost(self) -> None:
         if not self._closing:
             self._die(f"the engine process exited (pid {self._process.pid})")
 
     def _die(self, why: str) -> None:
-        if self._error is None:
-            self._error = EngineDeadError(why)
-            self._fail_all(EngineDeadError(why))
+        super()._die(why)
         if not self._ready.done():
             self._ready.set_exception(EngineDeadError(why))
 
@@ -316,7 +209,7 @@ class ProcessEngine(EngineClient):
         exited within `timeout` seconds."""
         self._closing = True
         if self._transport is not None:
-            self._post(("stop",))
+            self._post(Stop())
             self._transport.close()
         loop = asyncio.get_running_loop()
         try:

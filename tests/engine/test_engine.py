@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from llmcell.engine import LLM, AsyncEngine, SamplingParams, async_engine
+from llmcell.engine import LLM, AsyncEngine, SamplingParams, holds
+from llmcell.engine.messages import AddRequest, Commands
 from llmcell.engine.core import EngineCore
 from llmcell.config import EngineConfig
 
@@ -263,19 +264,18 @@ def test_a_burst_at_an_idle_engine_is_prefilled_as_one_batch(checkpoint, monkeyp
     are handed off without waiting for each other."""
     # A wider gap than the default, so that a loaded CI machine's late timers do not split the
     # burst; the pauses between the "apart" requests stay 4x longer than it.
-    monkeypatch.setattr(async_engine, "BURST_GAP", 0.05)
-    monkeypatch.setattr(async_engine, "BURST_LIMIT", 1.0)
+    monkeypatch.setattr(holds, "BURST_GAP", 0.05)
+    monkeypatch.setattr(holds, "BURST_LIMIT", 1.0)
     engine = AsyncEngine(EngineCore(EngineConfig(kv_cache_memory=64 << 20), checkpoint))
     tk = engine.tokenizer
     hand_offs: list[list[str]] = []  # the request ids of each hand-off to the engine thread
     post = engine._post
 
-    def recording_post(cmd: tuple) -> None:
-        if cmd[0] == "batch":
-            hand_offs.append([c[1] for c in cmd[1] if c[0] == "add"])
-        post(cmd)
+    def recording_post(commands: Commands) -> None:
+        hand_offs.append([c.request_id for c in commands.items if isinstance(c, AddRequest)])
+        post(commands)
 
-    monkeypatch.setattr(engine, "_post", recording_post)
+    monkeypatch.setattr(engine.hand_off, "_post", recording_post)
 
     async def first_token_times(count: int, tag: str, gap: float) -> list[float]:
         params = SamplingParams(max_tokens=2, ignore_eos=True)

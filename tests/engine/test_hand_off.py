@@ -9,7 +9,9 @@ import asyncio
 from llmcell.engine import SamplingParams
 import pytest
 
-from llmcell.engine.async_engine import HOLD_FRACTION, EngineClient, idle_hold
+from llmcell.engine.async_engine import EngineClient
+from llmcell.engine.holds import HOLD_FRACTION, idle_hold
+from llmcell.engine.messages import Commands
 from llmcell.engine.stats import EngineStats
 
 
@@ -23,14 +25,14 @@ class Recorder(EngineClient):
     def __init__(self, running: int = 0, prefill_seconds: float = 0.0,
                  hold_limit: float = 0.0) -> None:
         super().__init__(None, 1000, 100, stats(running, prefill_seconds))
-        self.hold_limit = hold_limit
-        self.posted: list[tuple] = []
+        self.hand_off.limit = hold_limit
+        self.posted: list[Commands] = []
 
-    def _post(self, cmd: tuple) -> None:
-        self.posted.append(cmd)
+    def _post(self, message) -> None:
+        self.posted.append(message)
 
     def batches(self) -> list[list[str]]:
-        return [[c[1] for c in cmd[1]] for cmd in self.posted if cmd[0] == "batch"]
+        return [[c.request_id for c in cmd.items] for cmd in self.posted]
 
 
 PARAMS = SamplingParams(max_tokens=4)

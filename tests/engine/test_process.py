@@ -13,7 +13,9 @@ from llmcell.config import EngineConfig
 from llmcell.engine import LLM, EngineDeadError, SamplingParams
 from llmcell.engine.async_engine import delivery_order
 from llmcell.engine.outputs import CompletionOutput, RequestOutput
-from llmcell.engine.process import FrameReader, ProcessEngine, frame
+from llmcell.engine.messages import (AbortRequest, AddRequest, Commands, FrameReader, Outputs,
+                                     RequestError, Stop, frame)
+from llmcell.engine.process import ProcessEngine
 
 CONFIG = EngineConfig(kv_cache_memory=64 << 20, threads=1)
 
@@ -111,7 +113,9 @@ def test_nice_out_of_range_is_refused():
 
 
 def test_frames_reassemble_from_any_split():
-    messages = [("out", [1, 2, 3], {"x": "y" * 5000}), ("error", "r1", "bad"), ("stop",)]
+    messages = [Commands((AddRequest("r1", [1] * 5000, SamplingParams(), 1.0),
+                          AbortRequest("r0"))),
+                Outputs([_output("r1", 3, 1)], None, (RequestError("r1", "bad"),)), Stop()]
     data = b"".join(frame(m) for m in messages)
     for step in (1, 3, 7, 4096, len(data)):
         reader, got = FrameReader(), []

@@ -12,11 +12,14 @@ from types import SimpleNamespace
 import pytest
 
 from llmcell.config import EngineConfig
-from llmcell.engine.async_engine import HOLD_FRACTION, AsyncEngine, count_adds, refill_hold
+from llmcell.engine import loop as engine_loop
+from llmcell.engine.async_engine import AsyncEngine
+from llmcell.engine.holds import HOLD_FRACTION, refill_hold
+from llmcell.engine.loop import IDLE_WAIT
+from llmcell.engine.messages import (AbortRequest, AddRequest, Commands, Outputs, Stop,
+                                     count_adds)
 from llmcell.engine.outputs import CompletionOutput, RequestOutput
 from llmcell.engine.params import SamplingParams
-from llmcell.engine.process import _IDLE_WAIT as IDLE_WAIT
-from llmcell.engine.process import _serve
 from llmcell.engine.stats import EngineStats
 
 STEP = 0.25  # seconds a recorded step takes: a hold of min(the limit, 2% of it)
@@ -68,8 +71,8 @@ class RecordingCore:
         return outs
 
 
-def add(rid: str, steps: int) -> tuple:
-    return ("add", rid, [1], SamplingParams(max_tokens=steps), time.monotonic())
+def add(rid: str, steps: int) -> AddRequest:
+    return AddRequest(rid, [1], SamplingParams(max_tokens=steps), time.monotonic())
 
 
 def test_the_hold_is_a_small_share_of_a_step_and_only_after_a_step_that_freed_slots():
@@ -86,12 +89,12 @@ def test_the_hold_limit_is_validated():
 
 
 def test_adds_are_counted_inside_batches():
-    assert count_adds([("batch", [add("a", 1), ("abort", "x"), add("b", 1)]), add("c", 1),
-                       ("abort", "y"), ("stop",)]) == 3
+    assert count_adds([Commands((add("a", 1), AbortRequest("x"), add("b", 1))),
+                       Commands((add("c", 1),)), Commands((AbortRequest("y"),)), Stop()]) == 3
 
 
 class LateChannel:
-    """The process loop's channel: "a" and "b" come first; "c" comes `late` seconds after the frame
+    """The engine loop's channel: "a" and "b" come first; "c" comes `late` seconds after the frame
     that finished "a" (a client that read its answer and sent its next request through a server);
     once the engine is idle again, "stop"."""
 
@@ -101,15 +104,15 @@ class LateChannel:
         self.started = self.sent_c = False
         self.holds: list[float] = []  # the waits the loop asked for while it had work
 
-    def send(self, message: tuple) -> None:
-        if message[0] == "out" and self.finished_at is None \
-                and any(o.finished for o in message[1]):
+    def send(self, message) -> None:
+        if isinstance(message, Outputs) and self.finished_at is None \
+                and any(o.finished for o in message.outputs):
             self.finished_at = time.monotonic()
 
-    def receive(self, wait: float) -> list[tuple]:
+    def receive(self, wait: float) -> list:
         if not self.started:
             self.started = True
-            return [("batch", [add("a", 1), add("b", 3)])]
+            return [Commands((add("a", 1), add("b", 3)))]
         if 0 < wait < IDLE_WAIT:
             self.holds.append(wait)
         if self.finished_at is not None and not self.sent_c:
@@ -117,28 +120,28 @@ class LateChannel:
             if time.monotonic() + wait >= due:
                 time.sleep(max(0.0, due - time.monotonic()))
                 self.sent_c = True
-                return [("batch", [add("c", 1)])]
+                return [Commands((add("c", 1),))]
         if wait >= IDLE_WAIT:
-            return [("stop",)]  # the engine is idle: the scenario is over
+            return [Stop()]  # the engine is idle: the scenario is over
         time.sleep(wait)
         return []
 
 
-def test_the_process_loop_holds_the_next_step_for_the_replacing_request():
+def test_the_engine_loop_holds_the_next_step_for_the_replacing_request():
     core, channel = RecordingCore(), LateChannel(late=0.001)
-    _serve(core, channel)
+    engine_loop.run(core, channel)
     assert core.steps == [["a", "b"], ["b", "c"], ["b"]]
     assert channel.holds and max(channel.holds) <= LIMIT
 
     core, channel = RecordingCore(hold_ms=0), LateChannel(late=0.001)  # off: "c" misses a step
-    _serve(core, channel)
+    engine_loop.run(core, channel)
     assert core.steps == [["a", "b"], ["b"], ["b", "c"]]
 
 
 def test_a_hold_that_nothing_fills_ends_at_its_limit():
     core, channel = RecordingCore(), LateChannel(late=0.2)  # comes after the hold
     started = time.monotonic()
-    _serve(core, channel)
+    engine_loop.run(core, channel)
     assert core.steps == [["a", "b"], ["b"], ["b", "c"]]
     # three steps and the late arrival's own wait; the hold itself adds at most LIMIT
     assert time.monotonic() - started < 3 * STEP + 0.2 + LIMIT + 0.5
@@ -147,8 +150,9 @@ def test_a_hold_that_nothing_fills_ends_at_its_limit():
 @pytest.mark.parametrize("hold_ms,steps", [
     (EngineConfig.step_hold_ms, [["a", "b"], ["b", "c"], ["b"]]),
     (0, [["a", "b"], ["b"], ["b", "c"]]),  # off: "c" comes while the second step runs
+    # (at once, "c" would race the engine thread for the second step: it is submitted 1 ms late)
 ])
-def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_at_once(hold_ms, steps):
+def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_soon(hold_ms, steps):
     async def closed_loop() -> list[list[str]]:
         core = RecordingCore(hold_ms)
         engine = AsyncEngine(core)
@@ -157,7 +161,8 @@ def test_the_thread_engine_holds_the_next_step_for_a_client_that_sends_at_once(h
             b = engine.submit([1], SamplingParams(max_tokens=3), "b")
             async for _ in a:
                 pass
-            c = engine.submit([1], SamplingParams(max_tokens=1), "c")  # at once, like a client
+            await asyncio.sleep(0.001)  # a client's next request, a millisecond later
+            c = engine.submit([1], SamplingParams(max_tokens=1), "c")
             async for _ in c:
                 pass
             async for _ in b:
