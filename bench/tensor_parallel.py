@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.core import EngineCore
 from llmcell.engine.llm import LLM
-from llmcell.engine.params import SamplingParams
+from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.parallel import TensorParallel
 from llmcell.engine.parallel.group import announce_load, serve_worker, stop_workers
 from llmcell.local_cell import free_port

@@ -92,7 +92,7 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_params(args: argparse.Namespace):
-    from llmcell.engine.params import SamplingParams
+    from llmcell.protocol.sampling import SamplingParams
 
     return SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
                           top_p=args.top_p, top_k=args.top_k, seed=args.seed,

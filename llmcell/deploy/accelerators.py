@@ -1,6 +1,6 @@
 """What each accelerator offers: memory per device and the shapes GKE sells it in.
 
-Facts from GKE's TPU and GPU tables (`shared/reference/gke-tpu-gpu.md`). A `Shape` is one way to
+Facts from GKE's TPU and GPU tables (docs/gke-accelerators.md). A `Shape` is one way to
 get N devices: a TPU slice topology (nodes = chips / chips per VM, as GKE counts them) or a number
 of GPUs on a machine type (several machines form one multi-node group). The planner only reads
 this table; nothing here knows about models.

@@ -13,7 +13,7 @@ _EXPORTS = {
     "EngineCore": "llmcell.engine.core",
     "LLM": "llmcell.engine.llm",
     "ProcessEngine": "llmcell.engine.process",
-    "SamplingParams": "llmcell.engine.params",
+    "SamplingParams": "llmcell.protocol.sampling",
     "RequestOutput": "llmcell.engine.outputs",
     "CompletionOutput": "llmcell.engine.outputs",
     "TokenLogprob": "llmcell.engine.outputs",

@@ -26,7 +26,7 @@ from llmcell.engine import loop as engine_loop
 from llmcell.engine.holds import HandOff
 from llmcell.engine.messages import (AddRequest, Dead, Outputs, Stop, ToClient, ToCore)
 from llmcell.engine.outputs import RequestOutput
-from llmcell.engine.params import SamplingParams, check_request
+from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.stats import EngineStats
 
 if TYPE_CHECKING:  # torch: only where the core runs (not in a server whose engine is a process)
@@ -134,7 +134,7 @@ class EngineClient:
         the caller must iterate to the end or `close()`. Call from the event loop."""
         if self._error is not None:
             raise EngineDeadError(f"engine failed: {self._error}")
-        check_request(prompt_token_ids, params, self.vocab_size, self.max_model_len)
+        params = check_request(prompt_token_ids, params, self.vocab_size, self.max_model_len)
         stream = RequestStream(self, request_id, asyncio.get_running_loop())
         with self._lock:
             if request_id in self._streams:

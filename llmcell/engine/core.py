@@ -30,7 +30,7 @@ from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor
 from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
-from llmcell.engine.params import SamplingParams, check_request
+from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.runner import ModelRunner
 from llmcell.engine.scheduler import Scheduler
 from llmcell.engine.sequence import Sequence
@@ -146,15 +146,18 @@ class EngineCore:
         return kernel
 
     # ---- requests ----------------------------------------------------------------------------------
-    def check_request(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
-        """Raise ValueError if the request can never run here (checked before it is queued)."""
-        check_request(prompt_token_ids, params, self.model_config.vocab_size, self.max_model_len)
+    def check_request(self, prompt_token_ids: list[int],
+                      params: SamplingParams) -> SamplingParams:
+        """`params` with `max_tokens` resolved, or ValueError if the request can never run here
+        (checked before it is queued)."""
+        return check_request(prompt_token_ids, params, self.model_config.vocab_size,
+                             self.max_model_len)
 
     def add_request(self, request_id: str, prompt_token_ids: list[int],
                     params: SamplingParams, arrival: float | None = None) -> None:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already running")
-        self.check_request(prompt_token_ids, params)
+        params = self.check_request(prompt_token_ids, params)
         seqs, detoks, outs = [], [], []
         for i in range(params.n):
             p = params.for_sibling(i) if params.n > 1 else params

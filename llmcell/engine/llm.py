@@ -11,7 +11,7 @@ from llmcell.engine.parallel.tensor import TensorParallel
 from llmcell.engine.loader.chat_template import render_chat
 from llmcell.engine.loader.weights import Checkpoint
 from llmcell.engine.outputs import RequestOutput
-from llmcell.engine.params import SamplingParams
+from llmcell.protocol.sampling import SamplingParams
 
 Prompt = str | list[int]
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Union
 
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.outputs import RequestOutput
-from llmcell.engine.params import SamplingParams
+from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.stats import EngineStats
 
 if TYPE_CHECKING:

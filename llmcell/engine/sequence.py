@@ -10,7 +10,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from llmcell.engine.params import SamplingParams
+from llmcell.protocol.sampling import SamplingParams
 
 
 class SequenceStatus(enum.Enum):

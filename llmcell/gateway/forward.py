@@ -18,7 +18,8 @@ import httpx
 
 from llmcell.gateway.view import CellView
 from llmcell.protocol.errors import APIError
-from llmcell.router import Policy, ReplicaLoad, RouteRequest
+from llmcell.protocol.cell import Replica
+from llmcell.router import Policy, RouteRequest
 
 RETRY_QUIETLY = (404, 429)
 
@@ -50,12 +51,12 @@ class Forwarder:
         self.seq = 0
         self._reports: set[asyncio.Task] = set()
 
-    def _report(self, replica: ReplicaLoad) -> None:
-        self.view.failed(replica.id)
+    def _report(self, replica: Replica) -> None:
+        self.view.failed(replica.server_id)
 
         async def tell() -> None:
             try:
-                await self.admin.post(f"/cell/servers/{replica.id}/failed")
+                await self.admin.post(f"/cell/servers/{replica.server_id}/failed")
             except httpx.HTTPError:
                 pass  # the admin is down; its heartbeat timeout will notice
 
@@ -74,22 +75,22 @@ class Forwarder:
             if not replicas:
                 break
             replica = self.policy(replicas, route)
-            self.on_route(model, replica.id, attempt)
-            tried.add(replica.id)
-            self.view.begin(replica.id)
+            self.on_route(model, replica.server_id, attempt)
+            tried.add(replica.server_id)
+            self.view.begin(replica.server_id)
             handed_off = False
             try:
                 result = await self._try(replica, path, body, stream)
                 if isinstance(result, Forwarded):
-                    result.replica, result.attempts = replica.id, attempt
+                    result.replica, result.attempts = replica.server_id, attempt
                     if result.stream is not None:
-                        result.stream = self._release(result.stream, replica.id)
+                        result.stream = self._release(result.stream, replica.server_id)
                         handed_off = True
                     return result
                 last = result
             finally:
                 if not handed_off:
-                    self.view.end(replica.id)
+                    self.view.end(replica.server_id)
         if not tried:
             total = len(self.view.view.models.get(model, []))
             raise APIError(503, f"model {model} has no active replica right now "
@@ -99,7 +100,7 @@ class Forwarder:
                             f"last error: {last}", code="replicas_failed",
                        headers={"Retry-After": "1"})
 
-    async def _try(self, replica: ReplicaLoad, path: str, body: dict,
+    async def _try(self, replica: Replica, path: str, body: dict,
                    stream: bool) -> Forwarded | str:
         """A `Forwarded` to return to the client, or the reason to try another replica."""
         try:
@@ -107,7 +108,7 @@ class Forwarder:
                 self.client.build_request("POST", replica.address + path, json=body), stream=True)
         except httpx.HTTPError as e:
             self._report(replica)
-            return f"{replica.id}: {type(e).__name__}: {e}"
+            return f"{replica.server_id}: {type(e).__name__}: {e}"
         try:
             if resp.status_code != 200 or not stream:
                 data = await resp.aread()
@@ -115,20 +116,20 @@ class Forwarder:
                 if resp.status_code >= 500 or resp.status_code in RETRY_QUIETLY:
                     if resp.status_code >= 500:
                         self._report(replica)
-                    return f"{replica.id}: HTTP {resp.status_code}: {data[:200]!r}"
+                    return f"{replica.server_id}: HTTP {resp.status_code}: {data[:200]!r}"
                 return Forwarded(resp.status_code, json.loads(data))
             chunks = resp.aiter_raw()
             first = await chunks.__anext__()
         except (httpx.HTTPError, StopAsyncIteration, ValueError) as e:
             await resp.aclose()
             self._report(replica)
-            return f"{replica.id}: failed before the first byte: {type(e).__name__}: {e}"
+            return f"{replica.server_id}: failed before the first byte: {type(e).__name__}: {e}"
         forwarded = Forwarded(200)
         forwarded.stream = self._relay(first, chunks, resp, replica, forwarded)
         return forwarded
 
     async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], resp: httpx.Response,
-                     replica: ReplicaLoad, forwarded: Forwarded) -> AsyncIterator[bytes]:
+                     replica: Replica, forwarded: Forwarded) -> AsyncIterator[bytes]:
         try:
             yield first
             async for chunk in chunks:
@@ -136,7 +137,7 @@ class Forwarder:
         except httpx.HTTPError as e:
             self._report(replica)
             forwarded.on_broken()
-            err = APIError(502, f"replica {replica.id} failed mid-stream ({type(e).__name__}); "
+            err = APIError(502, f"replica {replica.server_id} failed mid-stream ({type(e).__name__}); "
                                 "the answer is incomplete, retry the request",
                            code="replica_failed")
             yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"

@@ -90,9 +90,10 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
         if req.model not in view.view.models:
             raise SaxError(404, f"model {req.model} is not published")
         request.state.model = req.model
+        p = req.sampling
         chat = {"model": req.model, "messages": [{"role": "user", "content": req.query}],
-                "max_tokens": req.max_decode_steps, "temperature": req.temperature,
-                "top_p": req.top_p, "top_k": req.top_k, "logprobs": True}
+                "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
+                "top_k": p.top_k, "logprobs": True}
         try:
             result = await forwarder.send(req.model, "/v1/chat/completions", chat, False)
         except APIError as e:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import httpx
 
 from llmcell.config.gateway import GatewayConfig
-from llmcell.protocol.cell import RouteView
+from llmcell.protocol.cell import Replica, RouteView
 from llmcell.protocol.errors import APIError
-from llmcell.router import ReplicaLoad
 
 
 class CellView:
@@ -60,13 +60,12 @@ class CellView:
                             f"{', '.join(served) or 'none'}", param="model",
                        code="model_not_found")
 
-    def snapshot(self, model: str, exclude: set[str]) -> list[ReplicaLoad]:
+    def snapshot(self, model: str, exclude: set[str]) -> list[Replica]:
         """Replicas to choose from: not yet tried, and not cooling down unless nothing else is."""
         now = time.monotonic()
-        replicas = [ReplicaLoad(r.server_id, r.address, self.outstanding.get(r.server_id, 0),
-                                r.waiting)
+        replicas = [replace(r, outstanding=self.outstanding.get(r.server_id, 0))
                     for r in self.view.models.get(model, []) if r.server_id not in exclude]
-        warm = [r for r in replicas if self.cooldown.get(r.id, 0.0) <= now]
+        warm = [r for r in replicas if self.cooldown.get(r.server_id, 0.0) <= now]
         return warm or replicas
 
     def failed(self, server_id: str) -> None:

@@ -111,13 +111,22 @@ class ServerInfo:
 
 @dataclass(frozen=True)
 class Replica:
-    """A serving replica in the gateway's routing view."""
+    """A serving replica: in the admin's routing view (what its server last reported), and, with
+    `outstanding` filled in, in the snapshot a gateway's routing policy chooses from."""
 
     server_id: str
+    """Stable identity (consistent hashing places it on the ring)."""
     address: str
     running: int = 0
     waiting: int = 0
+    """Requests waiting at the replica, as its server last reported."""
     max_model_len: int = 0
+    outstanding: int = 0
+    """Requests this gateway has in flight to it (the gateway's own count; not on the wire)."""
+
+    def to_json(self) -> dict:
+        return {"server_id": self.server_id, "address": self.address, "running": self.running,
+                "waiting": self.waiting, "max_model_len": self.max_model_len}
 
 
 @dataclass
@@ -129,7 +138,7 @@ class RouteView:
 
     def to_json(self) -> dict:
         return {"version": self.version,
-                "models": {m: [asdict(r) for r in rs] for m, rs in self.models.items()}}
+                "models": {m: [r.to_json() for r in rs] for m, rs in self.models.items()}}
 
     @classmethod
     def from_json(cls, data: Any) -> "RouteView":

@@ -8,42 +8,20 @@ ignore_eos, stop_token_ids) are accepted.
 
 from __future__ import annotations
 
-import math
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from llmcell.protocol.errors import APIError, invalid
+from llmcell.protocol.sampling import Range, SamplingError, SamplingParams
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
-MAX_STOP = 16
-MAX_N = 16
-
-
-@dataclass
-class Sampling:
-    max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    min_p: float = 0.0
-    n: int = 1
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    stop_token_ids: list[int] = field(default_factory=list)
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    ignore_eos: bool = False
-    logprobs: int | None = None
-    """None, or how many top alternatives to return next to each sampled token's logprob."""
 
 
 @dataclass
 class ChatRequest:
     model: str
     messages: list[dict[str, str]]
-    sampling: Sampling
+    sampling: SamplingParams
     stream: bool = False
     include_usage: bool = False
     user: str | None = None
@@ -54,7 +32,7 @@ class ChatRequest:
 class CompletionRequest:
     model: str
     prompts: list[str | list[int]]
-    sampling: Sampling
+    sampling: SamplingParams
     stream: bool = False
     include_usage: bool = False
     echo: bool = False
@@ -62,23 +40,14 @@ class CompletionRequest:
 
 
 # ---- field readers -------------------------------------------------------------------------------
-def _num(body: dict, name: str, default, lo=None, hi=None, lo_open=False, integer=False):
+def _int(body: dict, name: str, lo: int, hi: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-            integer and not isinstance(value, int)):
-        kind = "an integer" if integer else "a number"
-        raise invalid(f"'{name}' must be {kind}, got {value!r}", name)
-    if not math.isfinite(value):
-        raise invalid(f"'{name}' must be a finite number, got {value!r}", name)
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        bound = f"> {lo}" if lo_open else f">= {lo}"
-        raise invalid(f"'{name}' must be {bound}" + (f" and <= {hi}" if hi is not None else "")
-                      + f", got {value}", name)
-    if hi is not None and value > hi:
-        raise invalid(f"'{name}' must be <= {hi}, got {value}", name)
-    return value
+        return None
+    try:
+        return Range(True, lo, hi).check(name, value)
+    except SamplingError as e:
+        raise invalid(str(e), name) from None
 
 
 def _bool(body: dict, name: str, default: bool = False) -> bool:
@@ -108,19 +77,6 @@ def _refuse(body: dict, names: tuple[str, ...]) -> None:
             raise invalid(f"'{name}' is not supported by this server", name)
 
 
-def _stop(body: dict) -> list[str]:
-    value = body.get("stop")
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
-        raise invalid("'stop' must be a non-empty string or a list of non-empty strings", "stop")
-    if len(value) > MAX_STOP:
-        raise invalid(f"'stop' holds {len(value)} strings; at most {MAX_STOP} are allowed", "stop")
-    return value
-
-
 def _token_ids(value: Any, name: str) -> list[int]:
     if not isinstance(value, list) or not all(
             isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
@@ -131,37 +87,40 @@ def _token_ids(value: Any, name: str) -> list[int]:
 COMPLETIONS_MAX_TOKENS = 16
 """OpenAI's default `max_tokens` for /v1/completions. Chat has none: it runs to the end of the
 context (as OpenAI's and vLLM's chat do)."""
+COMPLETIONS_MAX_LOGPROBS = 5
+"""OpenAI's limit on /v1/completions' `logprobs` (chat's `top_logprobs` goes to 20)."""
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
+                   "stop_token_ids", "presence_penalty", "frequency_penalty",
+                   "repetition_penalty", "ignore_eos")
+"""Request fields that `SamplingParams` takes under the same name (vLLM's extras included)."""
 
 
-def parse_sampling(body: dict, *, chat: bool) -> Sampling:
-    max_tokens = _num(body, "max_completion_tokens", None, lo=1, integer=True) if chat else None
-    if max_tokens is None:
-        max_tokens = _num(body, "max_tokens", None if chat else COMPLETIONS_MAX_TOKENS, lo=1,
-                          integer=True)
-    s = Sampling(
-        max_tokens=max_tokens,
-        temperature=float(_num(body, "temperature", 1.0, lo=0, hi=2)),
-        top_p=float(_num(body, "top_p", 1.0, lo=0, hi=1, lo_open=True)),
-        top_k=_num(body, "top_k", 0, lo=-1, integer=True),
-        min_p=float(_num(body, "min_p", 0.0, lo=0, hi=1)),
-        n=_num(body, "n", 1, lo=1, hi=MAX_N, integer=True),
-        seed=_num(body, "seed", None, lo=-(2**63), hi=2**63 - 1, integer=True),
-        stop=_stop(body),
-        stop_token_ids=_token_ids(body.get("stop_token_ids") or [], "stop_token_ids"),
-        presence_penalty=float(_num(body, "presence_penalty", 0.0, lo=-2, hi=2)),
-        frequency_penalty=float(_num(body, "frequency_penalty", 0.0, lo=-2, hi=2)),
-        repetition_penalty=float(_num(body, "repetition_penalty", 1.0, lo=0, hi=2,
-                                      lo_open=True)),
-        ignore_eos=_bool(body, "ignore_eos"),
-    )
+def parse_sampling(body: dict, *, chat: bool) -> SamplingParams:
+    """The request's sampling fields (absent or null: the default), checked by `SamplingParams`;
+    an error names the field as this API calls it."""
+    names = {"max_tokens": "max_tokens"}
+    max_tokens = body.get("max_completion_tokens") if chat else None
+    if max_tokens is not None:
+        names["max_tokens"] = "max_completion_tokens"
+    else:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None and not chat:
+        max_tokens = COMPLETIONS_MAX_TOKENS
     if chat:
+        names["logprobs"] = "top_logprobs"
+        logprobs = None
         if _bool(body, "logprobs"):
-            s.logprobs = _num(body, "top_logprobs", 0, lo=0, hi=20, integer=True)
+            logprobs = 0 if body.get("top_logprobs") is None else body["top_logprobs"]
         elif body.get("top_logprobs") is not None:
             raise invalid("'top_logprobs' requires 'logprobs': true", "top_logprobs")
     else:
-        s.logprobs = _num(body, "logprobs", None, lo=0, hi=5, integer=True)
-    return s
+        logprobs = _int(body, "logprobs", 0, COMPLETIONS_MAX_LOGPROBS)
+    given = {name: body[name] for name in SAMPLING_FIELDS if body.get(name) is not None}
+    try:
+        return SamplingParams(max_tokens=max_tokens, logprobs=logprobs, **given)
+    except SamplingError as e:
+        param = names.get(e.param, e.param)
+        raise invalid(f"'{param}' {e.rule}", param) from None
 
 
 def _stream_options(body: dict, stream: bool) -> bool:
@@ -245,7 +204,7 @@ def parse_completion(body: Any) -> CompletionRequest:
     if len(prompts) > 64:
         raise invalid(f"'prompt' holds {len(prompts)} prompts; at most 64 are allowed", "prompt")
     sampling = parse_sampling(body, chat=False)
-    best_of = _num(body, "best_of", None, lo=1, integer=True)
+    best_of = _int(body, "best_of", 1)
     if best_of is not None and best_of != sampling.n:
         raise invalid(f"'best_of'={best_of} is not supported (only best_of equal to n)", "best_of")
     echo = _bool(body, "echo")

@@ -1,6 +1,6 @@
 """Saxml REST wire types (the `sax-http` gateway on port 8888): parse requests, shape replies.
 
-Two dialects exist (see ../shared/reference/saxml-rest.md). v2 (default) answers errors as
+Two dialects exist (see docs/saxml-rest.md). v2 (default) answers errors as
 `{"detail": message}`; v1 answers HTTP 400 `{"Error": message}`, names the publish key `path`
 instead of `model_path`, wraps generate replies in `{"generate_response": ...}` and rejects
 requests with missing or extra keys. Nothing here does I/O.
@@ -12,10 +12,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from llmcell.protocol.sampling import SamplingError, SamplingParams
+
 SAX_PATH = re.compile(r"^/sax/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 CELL_PATH = re.compile(r"^/sax/[A-Za-z0-9_.-]+$")
 GENERATE_DEFAULTS = {"temperature": 0.5, "per_example_max_decode_steps": 128,
                      "per_example_top_k": 200, "per_example_top_p": 0.95}
+SAMPLING_NAMES = {"temperature": "temperature", "per_example_max_decode_steps": "max_tokens",
+                  "per_example_top_k": "top_k", "per_example_top_p": "top_p"}
+"""Saxml's `extra_inputs` keys and the `SamplingParams` fields they set."""
 MAX_REPLICAS = 1024
 
 
@@ -55,10 +60,7 @@ class Publish:
 class Generate:
     model: str
     query: str
-    temperature: float
-    max_decode_steps: int
-    top_k: int
-    top_p: float
+    sampling: SamplingParams
 
 
 def _object(body: Any) -> dict:
@@ -124,15 +126,6 @@ def parse_listall(body: Any, dialect: str) -> str:
     return cell.rstrip("/")
 
 
-def _number(extra: dict, key: str, lo: float, hi: float, integer: bool) -> float:
-    value = extra.get(key, GENERATE_DEFAULTS[key])
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok or not lo <= value <= hi:
-        kind = "an integer" if integer else "a number"
-        raise SaxError(400, f"'extra_inputs.{key}' must be {kind} in [{lo}, {hi}], got {value!r}")
-    return value
-
-
 def parse_generate(body: Any, dialect: str) -> Generate:
     body = _object(body)
     _keys(body, ("model", "query"), ("extra_inputs",), dialect)
@@ -143,12 +136,13 @@ def parse_generate(body: Any, dialect: str) -> Generate:
     if unknown:
         raise SaxError(400, f"unknown 'extra_inputs' key(s) {unknown}; allowed: "
                             f"{sorted(GENERATE_DEFAULTS)}")
-    return Generate(
-        model=model_name(body["model"]), query=_text(body, "query"),
-        temperature=_number(extra, "temperature", 0.0, 2.0, False),
-        max_decode_steps=int(_number(extra, "per_example_max_decode_steps", 1, 1 << 20, True)),
-        top_k=int(_number(extra, "per_example_top_k", 0, 1 << 20, True)),
-        top_p=_number(extra, "per_example_top_p", 0.0, 1.0, False))
+    model, query = model_name(body["model"]), _text(body, "query")
+    values = {SAMPLING_NAMES[k]: extra.get(k, default) for k, default in GENERATE_DEFAULTS.items()}
+    try:
+        return Generate(model, query, SamplingParams(**values))
+    except SamplingError as e:
+        key = next((k for k, v in SAMPLING_NAMES.items() if v == e.param), e.param)
+        raise SaxError(400, f"'extra_inputs.{key}' {e.rule}") from None
 
 
 def generate_reply(samples: list[list], dialect: str) -> Any:

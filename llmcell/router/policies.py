@@ -18,22 +18,23 @@ import math
 from functools import lru_cache, partial
 from typing import Callable, Sequence
 
-from llmcell.router.protocol import Policy, ReplicaLoad, RouteRequest
+from llmcell.protocol.cell import Replica
+from llmcell.router.protocol import Policy, RouteRequest
 
 VNODES = 64
 
 
-def _ordered(replicas: Sequence[ReplicaLoad]) -> list[ReplicaLoad]:
-    return sorted(replicas, key=lambda r: r.id)
+def _ordered(replicas: Sequence[Replica]) -> list[Replica]:
+    return sorted(replicas, key=lambda r: r.server_id)
 
 
-def round_robin(replicas: Sequence[ReplicaLoad], request: RouteRequest) -> ReplicaLoad:
+def round_robin(replicas: Sequence[Replica], request: RouteRequest) -> Replica:
     ordered = _ordered(replicas)
     return ordered[request.seq % len(ordered)]
 
 
-def least_load(replicas: Sequence[ReplicaLoad], request: RouteRequest) -> ReplicaLoad:
-    return min(replicas, key=lambda r: (r.outstanding, r.queue, r.id))
+def least_load(replicas: Sequence[Replica], request: RouteRequest) -> Replica:
+    return min(replicas, key=lambda r: (r.outstanding, r.waiting, r.server_id))
 
 
 def hash64(text: str) -> int:
@@ -46,11 +47,11 @@ def _ring(ids: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
     return tuple(p for p, _ in points), tuple(rid for _, rid in points)
 
 
-def prefix_affinity(replicas: Sequence[ReplicaLoad], request: RouteRequest,
-                    bound: float = 1.25) -> ReplicaLoad:
+def prefix_affinity(replicas: Sequence[Replica], request: RouteRequest,
+                    bound: float = 1.25) -> Replica:
     if request.prefix_key is None:
         return least_load(replicas, request)
-    by_id = {r.id: r for r in replicas}
+    by_id = {r.server_id: r for r in replicas}
     points, owners = _ring(tuple(sorted(by_id)))
     total = sum(r.outstanding for r in replicas)
     cap = math.ceil(bound * (total + 1) / len(replicas))

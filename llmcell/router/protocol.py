@@ -1,20 +1,12 @@
-"""The routing contract: a snapshot of replicas and their load in, one replica out."""
+"""The routing contract: a snapshot of replicas and their load in (`protocol.cell.Replica`, with
+the gateway's outstanding count), one replica out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
-
-@dataclass(frozen=True)
-class ReplicaLoad:
-    id: str
-    """Stable replica identity (the server id); consistent hashing places it on the ring."""
-    address: str
-    outstanding: int = 0
-    """Requests this gateway has in flight to the replica."""
-    queue: int = 0
-    """Requests waiting at the replica, as its server last reported."""
+from llmcell.protocol.cell import Replica
 
 
 @dataclass(frozen=True)
@@ -26,5 +18,5 @@ class RouteRequest:
 
 
 class Policy(Protocol):
-    def __call__(self, replicas: Sequence[ReplicaLoad], request: RouteRequest) -> ReplicaLoad:
+    def __call__(self, replicas: Sequence[Replica], request: RouteRequest) -> Replica:
         """Pick one of `replicas` (never empty)."""

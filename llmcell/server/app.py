@@ -1,15 +1,14 @@
-"""The model server's HTTP edge: an ASGI app with thin routes over the `ModelBackend`s of a
-`ModelHost` (the request's `model` picks one).
+"""The model server's app factory: the OpenAI routes (server/openai_routes.py) over the
+`ModelBackend`s of a `ModelHost`, plus health, readiness and metrics.
 
-Every route reads at most `max_body_bytes` (413 beyond), parses strict UTF-8 JSON (400 otherwise),
-validates through `llmcell.protocol` and answers in OpenAI's shapes, errors included: bad input is
-a 4xx with a message, never a 500 or a hang. A client that disconnects aborts its request.
+Every route reads its body through the shared edge (llmcell/edge: at most `max_body_bytes`,
+strict JSON), validates through `llmcell.protocol` and answers in OpenAI's shapes, errors
+included: bad input is a 4xx with a message, never a 500 or a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -18,53 +17,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcell.config.server import ServerConfig
-from llmcell.protocol.errors import APIError
-from llmcell.protocol.openai import model_card, parse_chat, parse_completion
-from llmcell.server.backend import ModelBackend, Reply
-from llmcell.server.host import ModelHost
-from llmcell.edge.errors import openai_error_handlers, read_openai_json
+from llmcell.edge.errors import openai_error_handlers
 from llmcell.edge.metrics import metrics_response
+from llmcell.server.host import ModelHost
 from llmcell.server.metrics import ServerMetrics
-from llmcell.edge.sse import EventStreamResponse
-
-
-class ServerState:
-    """What the routes share: the models, the config, metrics and the draining flag."""
-
-    def __init__(self, config: ServerConfig, host: ModelHost, metrics: ServerMetrics) -> None:
-        self.config = config
-        self.host = host
-        self.metrics = metrics
-        self.draining = False
-        self.created = int(time.time())
-        self.start_error: BaseException | None = None
-
-
-async def _until_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def reply_or_abort(request: Request, work) -> Reply:
-    """Run a non-streaming backend call; cancel it (aborting the engine request) on disconnect."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if not task.done():
-        task.cancel()
-        raise APIError(499, "client closed the request")
-    return task.result()
-
-
-def to_response(reply: Reply) -> Response:
-    if reply.stream is not None:
-        return EventStreamResponse(reply.stream, close=reply.close)
-    return JSONResponse(reply.body, status_code=reply.status)
+from llmcell.server.openai_routes import openai_routes
+from llmcell.server.state import ServerState
 
 
 def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
@@ -72,33 +30,6 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
     """`starting`: coroutine function run in the background at start-up (loading the standalone
     model, or joining the cell); an exception it raises is reported on /ready."""
     state = ServerState(config, host, metrics)
-
-    def serving(model: str) -> ModelBackend:
-        if state.draining:
-            raise APIError(503, "the server is shutting down; send the request elsewhere")
-        return host.get(model)
-
-    async def generate(request: Request, parse, method: str) -> Response:
-        body = await read_openai_json(request, config.max_body_bytes)
-        req = parse(body)
-        call = getattr(serving(req.model), method)
-        if req.stream:
-            return to_response(await call(req, body))
-        return to_response(await reply_or_abort(request, call(req, body)))
-
-    async def chat(request: Request) -> Response:
-        return await generate(request, parse_chat, "chat")
-
-    async def completions(request: Request) -> Response:
-        return await generate(request, parse_completion, "complete")
-
-    async def models(request: Request) -> Response:
-        cards = [model_card(b.model_name, state.created, b.max_model_len) for b in host.ready()]
-        return JSONResponse({"object": "list", "data": cards})
-
-    async def model(request: Request) -> Response:
-        b = host.get(request.path_params["model_id"])
-        return JSONResponse(model_card(b.model_name, state.created, b.max_model_len))
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -120,14 +51,6 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
     async def prometheus(request: Request) -> Response:
         return metrics_response(metrics.render())
 
-    async def tokenize(request: Request) -> Response:
-        body = await read_openai_json(request, config.max_body_bytes)
-        return to_response(await host.pick(body.get("model")).tokenize(body))
-
-    async def detokenize(request: Request) -> Response:
-        body = await read_openai_json(request, config.max_body_bytes)
-        return to_response(await host.pick(body.get("model")).detokenize(body))
-
     @asynccontextmanager
     async def lifespan(app):
         async def start():
@@ -146,15 +69,10 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
                 await b.stop()
 
     routes = [
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+        *openai_routes(state),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
-        Route("/tokenize", tokenize, methods=["POST"]),
-        Route("/detokenize", detokenize, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=openai_error_handlers())
     app.state.server = state

@@ -15,16 +15,18 @@ import uuid
 from typing import AsyncIterator
 
 from llmcell.config.server import ServerConfig
-from llmcell.engine import AsyncEngine, EngineDeadError, SamplingParams
+from llmcell.engine import AsyncEngine, EngineDeadError
 from llmcell.engine.async_engine import EngineClient, RequestStream
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
 from llmcell.engine.outputs import RequestOutput
 from llmcell.engine.process import ProcessEngine
 from llmcell.protocol.errors import APIError, invalid
-from llmcell.protocol.openai import ChatRequest, CompletionRequest, Sampling, usage
+from llmcell.protocol.openai import ChatRequest, CompletionRequest, usage
+from llmcell.protocol.sampling import ContextLengthError, SamplingParams, check_request
 from llmcell.server import responses as R
 from llmcell.server.backend import Load, Reply
 from llmcell.server.metrics import ServerMetrics
+from llmcell.server.streams import Stream, chat_events, completion_events
 from llmcell.edge.sse import DONE, event
 
 
@@ -112,24 +114,14 @@ class BuiltinBackend:
                                 f"or queued, limit {self._limit}); retry shortly",
                            code="queue_full", headers={"Retry-After": "1"})
 
-    def _params(self, s: Sampling, prompt_len: int, param: str) -> SamplingParams:
-        room = self.max_model_len - prompt_len
-        max_tokens = s.max_tokens if s.max_tokens is not None else room
-        if max_tokens < 1 or prompt_len + max_tokens > self.max_model_len:
-            raise APIError(
-                400, f"this model's maximum context length is {self.max_model_len} tokens; the "
-                     f"request has {prompt_len} prompt tokens + {max_tokens} max_tokens = "
-                     f"{prompt_len + max_tokens} tokens", param=param,
-                code="context_length_exceeded")
+    def _fit(self, prompt: list[int], params: SamplingParams, param: str) -> SamplingParams:
+        """`params` for this prompt (`max_tokens` resolved), or a 400 naming `param`."""
         try:
-            return SamplingParams(
-                max_tokens=max_tokens, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                min_p=s.min_p, seed=s.seed, repetition_penalty=s.repetition_penalty,
-                presence_penalty=s.presence_penalty, frequency_penalty=s.frequency_penalty,
-                stop=tuple(s.stop), stop_token_ids=tuple(s.stop_token_ids),
-                ignore_eos=s.ignore_eos, n=s.n, logprobs=s.logprobs)
+            return check_request(prompt, params, self.engine.vocab_size, self.max_model_len)
+        except ContextLengthError as e:
+            raise APIError(400, str(e), param=param, code="context_length_exceeded") from None
         except ValueError as e:
-            raise invalid(str(e)) from None
+            raise invalid(str(e), param) from None
 
     def _chat_prompt(self, req: ChatRequest) -> list[int]:
         tk = self.engine.tokenizer
@@ -141,12 +133,7 @@ class BuiltinBackend:
         return tk.encode(text, add_special_tokens=False)
 
     def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
-        if isinstance(prompt, str):
-            return self.engine.tokenizer.encode(prompt)
-        vocab = self.engine.vocab_size
-        if any(t >= vocab for t in prompt):
-            raise invalid(f"'prompt' token ids must be < {vocab} (the vocabulary size)", "prompt")
-        return prompt
+        return self.engine.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
 
     async def _run(self, prompt: list[int], params: SamplingParams,
                    rid: str) -> AsyncIterator[RequestOutput]:
@@ -188,13 +175,15 @@ class BuiltinBackend:
     async def chat(self, req: ChatRequest, raw: dict) -> Reply:
         self._check_ready()
         prompt = self._chat_prompt(req)
-        params = self._params(req.sampling, len(prompt), "messages")
+        params = self._fit(prompt, req.sampling, "messages")
         self._admit()
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if req.stream:
             stream = self._submit(prompt, params, rid)
-            return self._streaming(self._chat_stream(req, stream, params, rid, created), [stream])
+            body = chat_events(self._outputs(stream), Stream(rid, created, self.model_name,
+                                                             params.n, req.include_usage))
+            return self._streaming(body, [stream])
         self._in_flight += 1
         try:
             final = None
@@ -223,57 +212,11 @@ class BuiltinBackend:
                 raise APIError(503, str(e)) from None
             yield event(APIError(503, str(e)).body()) + DONE
 
-    async def _chat_stream(self, req, stream, params, rid, created) -> AsyncIterator[bytes]:
-        with_usage = req.include_usage
-        model = self.model_name
-        # The role chunks go out with the first token, not before prefill: the first byte then
-        # marks the real time to first token, and a gateway can still fail over until it.
-        roles = [event(R.chat_chunk(rid, created, model, {
-            "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-            "finish_reason": None}, with_usage)) for i in range(params.n)]
-        final, ended = None, False
-        async for out in self._outputs(stream):
-            # One write per step: the role chunks leave in the same write as the first tokens, and
-            # the last tokens in the same write as the ending (its metrics are recorded after it)
-            chunks = list(roles) if final is None else []
-            final = out
-            for o in out.outputs:
-                if not o.delta_text and (o.logprobs is None or not o.delta_logprobs):
-                    continue
-                choice = {"index": o.index,
-                          "delta": {"content": o.delta_text} if o.delta_text else {},
-                          "logprobs": R.chat_logprobs(o.delta_logprobs)
-                          if o.logprobs is not None else None, "finish_reason": None}
-                chunks.append(event(R.chat_chunk(rid, created, model, choice, with_usage)))
-            if out.finished:
-                chunks += self._chat_ending(out, rid, created, with_usage)
-                ended = True
-            if chunks:
-                yield b"".join(chunks)
-        if not ended and final is not None:
-            yield b"".join(self._chat_ending(final, rid, created, with_usage))
-
-    def _chat_ending(self, final: RequestOutput, rid: str, created: int,
-                     with_usage: bool) -> list[bytes]:
-        """The closing chunk of each choice (its finish_reason), the usage chunk if asked, DONE."""
-        model = self.model_name
-        chunks = [event(R.chat_chunk(rid, created, model, {
-            "index": o.index, "delta": {}, "logprobs": None,
-            "finish_reason": R.finish_reason(o) or "stop"}, with_usage)) for o in final.outputs]
-        if with_usage:
-            chunks.append(event({"id": rid, "object": "chat.completion.chunk", "created": created,
-                                 "model": model, "choices": [],
-                                 "usage": usage(len(final.prompt_token_ids),
-                                                final.num_generated_tokens),
-                                 "timings": R.timings(final.metrics)}))
-        chunks.append(DONE)
-        return chunks
-
     # ---- completions ---------------------------------------------------------------------------------
     async def complete(self, req: CompletionRequest, raw: dict) -> Reply:
         self._check_ready()
         prompts = [self._completion_prompt(p) for p in req.prompts]
-        params = [self._params(req.sampling, len(p), "prompt") for p in prompts]
+        params = [self._fit(p, req.sampling, "prompt") for p in prompts]
         self._admit()
         rid = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -287,8 +230,10 @@ class BuiltinBackend:
                 for stream in streams:
                     stream.close()
                 raise
-            body = self._completion_stream(req, streams, sum(len(p) for p in prompts), echoes,
-                                           rid, created)
+            body = completion_events(
+                [self._outputs(s) for s in streams],
+                Stream(rid, created, self.model_name, req.sampling.n, req.include_usage),
+                echoes if req.echo else None, sum(len(p) for p in prompts))
             return self._streaming(body, streams)
         self._in_flight += 1
         try:
@@ -311,56 +256,6 @@ class BuiltinBackend:
         async for out in self._run(prompt, params, rid):
             final = out
         return final
-
-    async def _completion_stream(self, req, streams, prompt_tokens, echoes, rid,
-                                 created) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue = asyncio.Queue()
-        n = req.sampling.n
-        model, with_usage = self.model_name, req.include_usage
-
-        async def pump(i: int) -> None:
-            try:
-                async for out in self._outputs(streams[i]):
-                    await queue.put((i, out))
-            except BaseException as e:  # delivered to the consumer, which re-raises it
-                await queue.put((i, e))
-            finally:
-                await queue.put((i, None))
-
-        tasks = [asyncio.create_task(pump(i)) for i in range(len(streams))]
-        try:
-            if req.echo:
-                for i, text in enumerate(echoes):
-                    for j in range(n):
-                        yield event(R.completion_chunk(rid, created, model, {
-                            "index": i * n + j, "text": text, "logprobs": None,
-                            "finish_reason": None}, with_usage))
-            open_streams, generated = len(tasks), 0
-            while open_streams:
-                i, item = await queue.get()
-                if item is None:
-                    open_streams -= 1
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                for o in item.outputs:
-                    if not (o.delta_token_ids or o.finished):
-                        continue
-                    generated += len(o.delta_token_ids)
-                    yield event(R.completion_chunk(rid, created, model, {
-                        "index": i * n + o.index, "text": o.delta_text,
-                        "logprobs": R.completion_logprobs(o.delta_logprobs, 0)
-                        if o.logprobs is not None else None,
-                        "finish_reason": R.finish_reason(o)}, with_usage))
-            ending = [DONE]
-            if with_usage:
-                ending.insert(0, event({"id": rid, "object": "text_completion",
-                                        "created": created, "model": model, "choices": [],
-                                        "usage": usage(prompt_tokens, generated)}))
-            yield b"".join(ending)
-        finally:
-            for t in tasks:
-                t.cancel()
 
     # ---- tokenizer endpoints ---------------------------------------------------------------------------
     async def tokenize(self, raw: dict) -> Reply:

@@ -39,10 +39,14 @@ def test_v1_rejects_extra_keys_and_answers_400_error_key():
 
 def test_generate_defaults_and_limits():
     g = parse_generate({"model": "/sax/test/m", "query": "hi"}, "v2")
-    assert (g.temperature, g.max_decode_steps, g.top_k, g.top_p) == (0.5, 128, 200, 0.95)
-    with pytest.raises(SaxError, match="per_example_top_p"):
-        parse_generate({"model": "/sax/test/m", "query": "hi",
-                        "extra_inputs": {"per_example_top_p": 2}}, "v2")
+    p = g.sampling
+    assert (p.temperature, p.max_tokens, p.top_k, p.top_p) == (0.5, 128, 200, 0.95)
+    for key, value in (("per_example_top_p", 2), ("per_example_top_p", 0),
+                       ("per_example_max_decode_steps", 0), ("temperature", float("nan")),
+                       ("per_example_top_k", 1.5)):
+        with pytest.raises(SaxError, match=rf"'extra_inputs\.{key}' must be"):
+            parse_generate({"model": "/sax/test/m", "query": "hi",
+                            "extra_inputs": {key: value}}, "v2")
     with pytest.raises(SaxError, match="unknown 'extra_inputs'"):
         parse_generate({"model": "/sax/test/m", "query": "hi", "extra_inputs": {"beam": 2}}, "v2")
     assert generate_reply([["a", -1.0]], "v1") == {"generate_response": [["a", -1.0]]}

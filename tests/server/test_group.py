@@ -64,7 +64,7 @@ def answers(url: str) -> list[str]:
 def test_group_answers_like_one_process_and_stops_together(group, checkpoint):
     from llmcell.config.engine import EngineConfig
     from llmcell.engine.llm import LLM
-    from llmcell.engine.params import SamplingParams
+    from llmcell.protocol.sampling import SamplingParams
 
     url, leader, worker, log = group
     worker_url = f"http://127.0.0.1:{worker.args[worker.args.index('--port') + 1]}"

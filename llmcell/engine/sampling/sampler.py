@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmcell.engine.params import SamplingParams
+from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.scheduler.plan import SampledToken
 
 

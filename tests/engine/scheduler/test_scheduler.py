@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmcell.engine.kv_cache import BlockManager
-from llmcell.engine.params import SamplingParams
+from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.scheduler import SampledToken, Scheduler, StepResult
 from llmcell.engine.sequence import Sequence, SequenceStatus
 

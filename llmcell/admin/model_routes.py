@@ -1,0 +1,92 @@
+"""Model management on the admin (what the gateway's Saxml publish, update, unpublish and
+listcell calls forward to): a published model's spec is sized from its source's header, stored,
+and placed on servers by the registry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from llmcell.admin.errors import AdminError, read_body
+from llmcell.admin.placement import ModelSpec
+from llmcell.admin.registry import CellRegistry
+from llmcell.admin.sizing import replica_size
+from llmcell.config.admin import AdminConfig
+from llmcell.protocol.saxml import CELL_PATH, SaxError, model_name, parse_publish
+
+
+def model_routes(config: AdminConfig, registry: CellRegistry) -> list[Route]:
+    now = time.monotonic
+
+    def listcell(spec: ModelSpec) -> dict:
+        return {"model": spec.model, "model_path": spec.model_path,
+                "checkpoint": spec.checkpoint, "max_replicas": spec.replicas,
+                "active_replicas": registry.active_replicas(spec.model)}
+
+    async def sized(request: Request) -> ModelSpec:
+        try:
+            req = parse_publish(await read_body(request, config.max_body_bytes), "v2")
+        except SaxError as e:
+            raise AdminError(e.status, e.message) from None
+        try:
+            size = await asyncio.to_thread(replica_size, req.model_path, req.checkpoint,
+                                           config.bytes_per_param, config.kv_reserve_bytes)
+        except (ValueError, OSError) as e:
+            external = (registry.external_memory(req.model_path) if req.checkpoint == "None"
+                        else None)
+            if external is None:
+                raise AdminError(400, f"model {req.model}: cannot load its source: {e}; nor does "
+                                      "a joined server's external engine serve it under that "
+                                      "name") from None
+            return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external)
+        return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas,
+                         size.memory_bytes)
+
+    def published(spec: ModelSpec) -> Response:
+        registry.publish(spec, now())
+        return JSONResponse(dict(listcell(spec), replicas=spec.replicas,
+                                 memory_bytes=spec.memory_bytes))
+
+    async def publish(request: Request) -> Response:
+        spec = await sized(request)
+        if registry.store.get(spec.model) is not None:
+            raise AdminError(409, f"model {spec.model} is already published; use update")
+        return published(spec)
+
+    async def update(request: Request) -> Response:
+        spec = await sized(request)
+        registry.model(spec.model)  # 404 when not published
+        return published(spec)
+
+    def name(request: Request) -> str:
+        try:
+            return model_name("/" + request.path_params["model"].lstrip("/"))
+        except SaxError as e:
+            raise AdminError(400, e.message) from None
+
+    async def unpublish(request: Request) -> Response:
+        model = name(request)
+        registry.unpublish(model, now())
+        return JSONResponse({"model": model})
+
+    async def get_model(request: Request) -> Response:
+        return JSONResponse(listcell(registry.model(name(request))))
+
+    async def list_models(request: Request) -> Response:
+        cell = request.query_params.get("cell", "").rstrip("/")
+        if cell and not CELL_PATH.match(cell):
+            raise AdminError(400, f"'cell' must be a Sax cell path /sax/<cell>, got {cell!r}")
+        return JSONResponse([listcell(s) for s in registry.store.all()
+                             if not cell or s.model.startswith(cell + "/")])
+
+    return [
+        Route("/models", list_models, methods=["GET"]),
+        Route("/models", publish, methods=["POST"]),
+        Route("/models", update, methods=["PUT"]),
+        Route("/models/{model:path}", get_model, methods=["GET"]),
+        Route("/models/{model:path}", unpublish, methods=["DELETE"]),
+    ]
