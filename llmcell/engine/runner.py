@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, NativeDecode,
-                                             PagedKVCache, PrefillSpan)
+                                             PagedKVCache, PrefillSpan, native_prefix)
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.sampling import Sampler, SamplingRow
 from llmcell.engine.scheduler.plan import SchedulerPlan, StepResult
@@ -18,11 +18,11 @@ from llmcell.engine.scheduler.plan import SchedulerPlan, StepResult
 
 class ModelRunner:
     def __init__(self, model: LlamaModel, cache: PagedKVCache, seed: int = 0,
-                 decode_kernel=None) -> None:
+                 kernels=None) -> None:
         self.model = model
         self.cache = cache
-        self.decode_kernel = decode_kernel
-        """Native paged decode attention (fp32 CPU), or None for the PyTorch path."""
+        self.kernels = kernels
+        """The native paged-attention kernels (CPU), or None for the PyTorch path."""
         self.device = model.device
         self.block_size = cache.block_size
         self.sampler = Sampler(model.device, seed)
@@ -57,14 +57,16 @@ class ModelRunner:
             block_ids = mask = None
             if c.start > 0:
                 nblocks = -(-c.end // bs)
-                block_ids = torch.tensor(c.seq.block_table[:nblocks], device=dev)
-                q_pos = torch.arange(c.start, c.end, device=dev).unsqueeze(1)
-                mask = torch.arange(c.end, device=dev).unsqueeze(0) <= q_pos
+                block_ids = torch.tensor(c.seq.block_table[:nblocks], dtype=torch.long,
+                                         device=dev)
+                if not native_prefix(self.kernels, c.num_tokens):  # gather + SDPA: a mask
+                    q_pos = torch.arange(c.start, c.end, device=dev).unsqueeze(1)
+                    mask = torch.arange(c.end, device=dev).unsqueeze(0) <= q_pos
             spans.append(PrefillSpan(row, c.num_tokens, c.start, block_ids, mask))
             row += c.num_tokens
 
         native = groups = None
-        if self.decode_kernel is not None and decode_chunks:
+        if self.kernels is not None and decode_chunks:
             native = self._native_decode(decode_chunks)
         else:
             groups = self._decode_groups(decode_chunks)
@@ -73,6 +75,7 @@ class ModelRunner:
             decode_groups=groups or [],
             prefills=spans,
             native_decode=native,
+            kernels=self.kernels,
         )
         input_ids = torch.tensor(tokens, dtype=torch.long, device=dev)
         pos = torch.from_numpy(np.concatenate(positions)).to(dev)
@@ -85,7 +88,7 @@ class ModelRunner:
         for j, (c, n) in enumerate(zip(chunks, nblocks)):
             table[j, :n] = c.seq.block_table[:n]
         lens = np.fromiter((c.start + 1 for c in chunks), dtype=np.int64, count=len(chunks))
-        return NativeDecode(self.decode_kernel, len(chunks), torch.from_numpy(table),
+        return NativeDecode(len(chunks), torch.from_numpy(table),
                             torch.from_numpy(lens))
 
     def _decode_groups(self, chunks) -> list[DecodeGroup]:

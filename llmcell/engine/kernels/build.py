@@ -29,17 +29,17 @@ def _clear_stale_lock(name: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def paged_decode_kernel():
+def paged_attention_kernels():
+    """The module with `paged_decode`, `paged_prefix` and `write_kv` (paged_attention.cpp)."""
     with _LOCK:
         try:
             from torch.utils.cpp_extension import load
 
-            _clear_stale_lock("llmcell_paged_decode")
-            source = Path(__file__).with_name("paged_decode.cpp")
-            module = load(name="llmcell_paged_decode", sources=[str(source)],
-                          extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
-                          extra_ldflags=["-fopenmp"], verbose=False)
-            return module.paged_decode
+            _clear_stale_lock("llmcell_paged_attention")
+            source = Path(__file__).with_name("paged_attention.cpp")
+            return load(name="llmcell_paged_attention", sources=[str(source)],
+                        extra_cflags=["-O3", "-march=native", "-ffast-math", "-fopenmp"],
+                        extra_ldflags=["-fopenmp"], verbose=False)
         except Exception as e:  # a missing toolchain must not stop the engine
             print(f"llmcell: native paged attention unavailable ({type(e).__name__}: {e}); "
                   "using the PyTorch path", file=sys.stderr)

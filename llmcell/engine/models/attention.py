@@ -4,8 +4,10 @@ The batch holds single-token rows (decodes) first, then prefill chunks. Decodes,
 length and split into groups so that short contexts do not pay for the longest one's padding,
 gather their blocks straight from the cache (one `index_select` per group and layer) and run as
 one batched scaled-dot-product attention per group with a length mask. A prefill chunk that starts at position 0 attends
-to its own keys (causal); a chunk that continues a cached prefix gathers its blocks and uses an
-offset causal mask.
+to its own keys (causal). A chunk that continues a cached prefix reads the paged cache in place
+through the native kernel when it is short (`NATIVE_PREFIX_MAX_ROWS`), else gathers its blocks
+and uses an offset causal mask. Where the native kernels run, this step's keys and values are
+written to the cache in one pass per layer (`write_kv`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class PrefillSpan:
     block_ids: torch.Tensor | None
     """Blocks covering start + length tokens (None when start == 0)."""
     mask: torch.Tensor | None
-    """[length, start + length] bool, True where attention is allowed (None when start == 0)."""
+    """[length, start + length] bool, True where attention is allowed (None when start == 0 or
+    the native kernel reads the prefix: `native_prefix`)."""
 
 
 @dataclass
@@ -49,7 +52,6 @@ class DecodeGroup:
 class NativeDecode:
     """All decode rows [0, count) for the native kernel, which reads the paged cache in place."""
 
-    kernel: object
     count: int
     block_tables: torch.Tensor
     """[count, max_blocks] int64 block ids (padded with 0; never read past the length)."""
@@ -64,6 +66,19 @@ class AttentionMetadata:
     decode_groups: list[DecodeGroup]
     prefills: list[PrefillSpan]
     native_decode: NativeDecode | None = None
+    kernels: object | None = None
+    """The native kernels (engine/kernels/paged_attention.cpp) where they run, else None."""
+
+
+NATIVE_PREFIX_MAX_ROWS = 4
+"""A prefill chunk over a cached prefix runs in the native kernel up to this many rows, reading
+the cache in place (a fully cached prompt recomputes only its last token); a longer one gathers
+its blocks for SDPA, whose tiled matmuls win from ~8 rows on (figures: bench/README.md)."""
+
+
+def native_prefix(kernels, rows: int) -> bool:
+    """Whether a chunk of `rows` tokens over a cached prefix runs in the native kernel."""
+    return kernels is not None and rows <= NATIVE_PREFIX_MAX_ROWS
 
 
 class PagedKVCache:
@@ -96,18 +111,21 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_cache
                     value_cache: torch.Tensor, meta: AttentionMetadata, scale: float) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, KVH, D] for this step's tokens. Returns [T, H * D]."""
     num_blocks, block_size, kv_heads, head_dim = key_cache.shape
-    flat_k = key_cache.view(-1, kv_heads, head_dim)
-    flat_v = value_cache.view(-1, kv_heads, head_dim)
-    flat_k.index_copy_(0, meta.slot_mapping, k)
-    flat_v.index_copy_(0, meta.slot_mapping, v)
+    kernels = meta.kernels
+    if kernels is not None:
+        kernels.write_kv(key_cache, value_cache, meta.slot_mapping, k, v)
+    else:
+        key_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
+        value_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
     num_tokens, num_heads, _ = q.shape
     out = torch.empty(num_tokens, num_heads, head_dim, dtype=q.dtype, device=q.device)
     gqa = num_heads != kv_heads
 
     nd = meta.native_decode
     if nd is not None:
-        out[: nd.count] = nd.kernel(q[: nd.count].contiguous(), key_cache, value_cache,
-                                    nd.block_tables, nd.context_lens, scale)
+        out[: nd.count] = kernels.paged_decode(q[: nd.count].contiguous(), key_cache,
+                                               value_cache, nd.block_tables, nd.context_lens,
+                                               scale)
     for g in meta.decode_groups:
         d, rows = g.count, slice(g.row, g.row + g.count)
         ctx = g.block_tables.shape[1] * block_size
@@ -124,6 +142,10 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_cache
     for span in meta.prefills:
         rows = slice(span.row, span.row + span.length)
         qq = q[rows].transpose(0, 1).unsqueeze(0)
+        if span.start > 0 and native_prefix(kernels, span.length):
+            out[rows] = kernels.paged_prefix(q[rows].contiguous(), key_cache, value_cache,
+                                             span.block_ids, span.start, scale)
+            continue
         if span.start == 0:
             kk, vv = k[rows], v[rows]
             o = F.scaled_dot_product_attention(

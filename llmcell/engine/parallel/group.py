@@ -84,11 +84,9 @@ def _receive():
 
 
 def _portable(meta: AttentionMetadata) -> AttentionMetadata:
-    """The metadata without the leader's native-kernel handle (each rank has its own)."""
-    if meta.native_decode is None:
-        return meta
-    return dataclasses.replace(meta, native_decode=dataclasses.replace(meta.native_decode,
-                                                                        kernel=None))
+    """The metadata without the leader's native kernels (a module does not travel; each rank
+    loads its own, under the same config)."""
+    return meta if meta.kernels is None else dataclasses.replace(meta, kernels=None)
 
 
 class LeaderRunner(ModelRunner):
@@ -132,9 +130,7 @@ def serve_worker(load: Callable[[str], ModelRunner]) -> int:
             runner = None
         elif kind == "step":
             _, input_ids, positions, meta, sample_idx = message
-            if meta.native_decode is not None:
-                meta = dataclasses.replace(meta, native_decode=dataclasses.replace(
-                    meta.native_decode, kernel=runner.decode_kernel))
+            meta = dataclasses.replace(meta, kernels=runner.kernels)  # see _portable
             with torch.inference_mode():
                 runner.run_model(input_ids, positions, meta, sample_idx)
             steps += 1
