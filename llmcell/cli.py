@@ -16,18 +16,8 @@ from llmcell.config.engine import EngineConfig
 from llmcell.config.server import ServerConfig
 from llmcell.engine.cpu_share import set_openmp_spin
 from llmcell.bench.cli import add_bench_parser
+from llmcell.cell_cli import add_cell_parsers, add_security_flags, parse_size, security
 from llmcell.deploy.cli import add_deploy_parsers
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 512M)") from None
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -49,7 +39,7 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-weight-cache", action="store_true",
                    help="dequantize a GGUF file's weights at every start instead of keeping them "
                         "in the per-machine cache (~/.cache/llmcell/weights)")
-    g.add_argument("--kv-cache-memory", type=_size, default=EngineConfig.kv_cache_memory,
+    g.add_argument("--kv-cache-memory", type=parse_size, default=EngineConfig.kv_cache_memory,
                    help="bytes for the KV cache, e.g. 2GiB (default: 2GiB)")
     g.add_argument("--max-model-len", type=int, default=0,
                    help="longest prompt + output in tokens; 0 = the model's context length")
@@ -182,103 +172,8 @@ def cmd_server(args: argparse.Namespace) -> int:
         engine_nice=args.engine_nice,
         engine_idle=args.engine_idle,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
-        engine_config=engine_config(args), group=group)
+        engine_config=engine_config(args), group=group, security=security(args))
     return run(config)
-
-
-def cmd_admin(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from llmcell.admin.main import run
-    from llmcell.config.admin import AdminConfig, default_state_path
-
-    return run(AdminConfig(host=args.host, port=args.port,
-                           state_path=Path(args.state) if args.state else default_state_path(),
-                           heartbeat_interval=args.heartbeat_interval,
-                           missed_heartbeats=args.missed_heartbeats,
-                           kv_reserve_bytes=args.kv_reserve,
-                           bytes_per_param=args.bytes_per_param))
-
-
-def cmd_gateway(args: argparse.Namespace) -> int:
-    from llmcell.config.gateway import GatewayConfig
-    from llmcell.gateway.main import run
-
-    return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
-                             sax_compat=args.sax_compat, retries=args.retries,
-                             advertise=args.advertise))
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from llmcell.config.admin import default_state_path
-    from llmcell.local_cell import CellPlan, run
-
-    return run(CellPlan(servers=args.servers, host=args.host, gateway_port=args.port,
-                        admin_port=args.admin_port, model=args.model, replicas=args.replicas,
-                        state_path=Path(args.state) if args.state else
-                        default_state_path().with_name("up.sqlite3"),
-                        policy=args.policy, threads=args.threads,
-                        group_size=args.group_size, drain_timeout=args.drain_timeout))
-
-
-def add_cell_parsers(sub) -> None:
-    a = sub.add_parser("admin", help="run the admin (control plane) of a cell",
-                       description="Track model servers, place published models on them, keep "
-                                   "the cell's state in SQLite.")
-    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    a.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
-    a.add_argument("--state", default=None,
-                   help="SQLite state file (default: ~/.local/state/llmcell/admin.sqlite3)")
-    a.add_argument("--heartbeat-interval", type=float, default=1.0,
-                   help="seconds between server heartbeats (default: %(default)s)")
-    a.add_argument("--missed-heartbeats", type=int, default=3,
-                   help="heartbeats a server may miss before it is dead (default: %(default)s)")
-    a.add_argument("--bytes-per-param", type=float, default=4.0,
-                   help="bytes of memory per parameter when sizing a replica: 4 fp32, 2 bf16, "
-                        "1 int8 (default: %(default)s)")
-    a.add_argument("--kv-reserve", type=_size, default=512 << 20,
-                   help="KV-cache memory counted per replica when placing (default: 512MiB)")
-    a.set_defaults(func=cmd_admin)
-
-    g = sub.add_parser("gateway", help="run the gateway (Saxml REST + OpenAI API)",
-                       description="The cell's front door: Saxml REST and the OpenAI API, routed "
-                                   "across replicas with failover.")
-    g.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
-    g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    g.add_argument("--port", type=int, default=8888, help="port (default: %(default)s)")
-    g.add_argument("--policy", default="least_load",
-                   choices=["round_robin", "least_load", "prefix_affinity"],
-                   help="routing policy (default: %(default)s)")
-    g.add_argument("--sax-compat", default="v2", choices=["v1", "v2"],
-                   help="Saxml REST dialect without an X-Sax-Compat header (default: v2)")
-    g.add_argument("--retries", type=int, default=2,
-                   help="other replicas tried when one fails (default: %(default)s)")
-    g.add_argument("--advertise", default=None,
-                   help="URL the admin lists this gateway at for Prometheus discovery "
-                        "(default: http://host:port)")
-    g.set_defaults(func=cmd_gateway)
-
-    u = sub.add_parser("up", help="run a whole cell locally (admin, servers, gateway)",
-                       description="Admin + model servers + gateway as separate processes; "
-                                   "publishes the default model as /sax/test/smollm2.")
-    u.add_argument("--servers", type=int, default=1, help="model servers (default: 1)")
-    u.add_argument("--replicas", type=int, default=1, help="replicas to publish (default: 1)")
-    u.add_argument("--model", default="smollm2-135m-instruct", help="model source to publish")
-    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    u.add_argument("--port", type=int, default=8888, help="gateway port (default: %(default)s)")
-    u.add_argument("--admin-port", type=int, default=10000, help="admin port (default: 10000)")
-    u.add_argument("--state", default=None, help="admin SQLite state file")
-    u.add_argument("--policy", default="least_load",
-                   choices=["round_robin", "least_load", "prefix_affinity"])
-    u.add_argument("--threads", type=int, default=0,
-                   help="CPU threads split across the servers; 0 = the CPUs this process may use")
-    u.add_argument("--drain-timeout", type=float, default=5.0,
-                   help="seconds the servers finish running requests on Ctrl-C (default: 5)")
-    u.add_argument("--group-size", type=int, default=1,
-                   help="processes per model server: a tensor-parallel group (default: 1)")
-    u.set_defaults(func=cmd_up)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base URL of an external OpenAI-compatible engine (vLLM, SGLang, llmcell)")
     s.add_argument("--served-model-name", default=None,
                    help="model name clients use (default: --model, or the upstream's model)")
-    s.add_argument("--max-body-bytes", type=_size, default=4 << 20,
+    s.add_argument("--max-body-bytes", type=parse_size, default=4 << 20,
                    help="largest request body accepted (default: 4MiB)")
     s.add_argument("--max-queue", type=int, default=256,
                    help="requests that may wait beyond the batch; more get 429 (default: 256)")
@@ -345,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--server-id", default=None, help="id in the cell (default: its address)")
     s.add_argument("--advertise", default=None,
                    help="URL the gateway reaches this server at (default: http://host:port)")
-    s.add_argument("--memory", type=_size, default=8 << 30,
+    s.add_argument("--memory", type=parse_size, default=8 << 30,
                    help="memory offered to the cell for replicas (default: 8GiB)")
     add_engine_flags(s)
+    add_security_flags(s)
     s.set_defaults(func=cmd_server)
     add_cell_parsers(sub)
     add_deploy_parsers(sub)

@@ -14,7 +14,8 @@ stops the cell with the reason, rather than retrying a bad model or a port in us
 
 from __future__ import annotations
 
-import shutil
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import httpx
 
+from llmcell.config.security import ENV as CELL_TOKEN_ENV
 from llmcell.engine.cpu_share import usable_cpus
+from llmcell.up_usage import auth_note, usage
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,13 @@ class CellPlan:
     drain_timeout: float = 5.0
     """Seconds the servers finish running requests when the cell stops (Ctrl-C): short, since
     someone is waiting at the terminal; a Kubernetes pod drains for 30 s."""
+    auth: bool = False
+    """A cell credential for the members (a file beside the state, made once) and API keys on
+    the gateway; an admin key is made and printed at start."""
+
+    @property
+    def token_path(self) -> Path:
+        return self.state_path.with_suffix(".cell-token")
 
     def __post_init__(self) -> None:
         if self.servers < 1:
@@ -154,6 +164,11 @@ class LocalCell:
         self.units: list[_Unit] = []
         self.admin_url = f"http://{plan.host}:{plan.admin_port}"
         self.gateway_url = f"http://{plan.host}:{plan.gateway_port}"
+        self.token = _cell_token(plan.token_path) if plan.auth else None
+        self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.env = dict(os.environ, **({CELL_TOKEN_ENV: self.token} if self.token else {}))
+        """The members' environment: the credential travels there, not on a command line."""
+        self.admin_key: str | None = None
 
     @property
     def procs(self) -> list[tuple[str, subprocess.Popen]]:
@@ -161,7 +176,7 @@ class LocalCell:
                 for (name, _), proc in zip(unit.members, unit.procs)]
 
     def _launch(self, unit: _Unit) -> None:
-        unit.procs = [subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args])
+        unit.procs = [subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args], env=self.env)
                       for _, args in unit.members]
         unit.started = time.monotonic()
 
@@ -181,6 +196,11 @@ class LocalCell:
             "--kv-reserve", str(p.kv_cache_memory))))
         _wait(self.admin_url + "/health", admin, "the admin")
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
+        if self.token:
+            r = httpx.post(self.admin_url + "/keys", json={"tenant": "admin", "role": "admin"},
+                           headers=self.headers, timeout=10.0)
+            r.raise_for_status()
+            self.admin_key = r.json()["key"]
         ports = _PortPicker(p.host)
         ports.taken |= {p.admin_port, p.gateway_port}
         for i in range(p.servers):
@@ -212,7 +232,8 @@ class LocalCell:
 
     def publish(self, say=print) -> None:
         p = self.plan
-        listed = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0)
+        listed = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0,
+                           headers=self.headers)
         spec = {"model": p.sax_name, "model_path": p.model, "checkpoint": "None",
                 "replicas": p.replicas}
         saved = listed.json() if listed.status_code == 200 else None
@@ -231,7 +252,8 @@ class LocalCell:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             self.check_alive()
-            cell = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0).json()
+            cell = httpx.get(f"{self.admin_url}/models{p.sax_name}", timeout=10.0,
+                             headers=self.headers).json()
             seen = httpx.get(self.gateway_url + "/health", timeout=10.0).json()["models"]
             if cell.get("active_replicas", 0) >= 1 and seen.get(p.sax_name, 0) >= 1:
                 say(f"{p.sax_name}: {cell['active_replicas']} of {cell['max_replicas']} "
@@ -241,7 +263,8 @@ class LocalCell:
         raise TimeoutError(f"{p.sax_name} had no active replica after 300s")
 
     def _sax(self, method: str, path: str, body: dict) -> None:
-        r = httpx.request(method, self.gateway_url + path, json=body, timeout=60.0)
+        r = httpx.request(method, self.gateway_url + path, json=body, timeout=60.0,
+                          headers=self.headers)
         if r.status_code != 200:
             raise RuntimeError(f"{path} of {body['model']} failed: {r.text}")
 
@@ -281,49 +304,16 @@ class LocalCell:
                        timeout=self.plan.drain_timeout + 10)
 
 
-def cli_path() -> str:
-    """How the user can run `llmcell` from here: by name when it is on PATH, else the path of
-    the one beside this interpreter (`.venv/bin/llmcell` after `make run`)."""
-    if shutil.which("llmcell"):
-        return "llmcell"
-    path = Path(sys.executable).with_name("llmcell")
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def usage(gateway: str, sax_name: str, admin: str) -> str:
-    short = sax_name.rsplit("/", 1)[-1]
-    cli = cli_path()
-    return f"""
-The cell is up. Try it:
-
-  # Saxml REST
-  curl -s {gateway}/listcell -X GET -H 'Content-Type: application/json' -d '{{"model": "{sax_name}"}}'
-  curl -s {gateway}/generate -H 'Content-Type: application/json' \\
-       -d '{{"model": "{sax_name}", "query": "How many days are in a week?"}}'
-
-  # OpenAI API
-  curl -s {gateway}/v1/chat/completions -H 'Content-Type: application/json' \\
-       -d '{{"model": "{short}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-
-  # Python (pip install openai)
-  from openai import OpenAI
-  client = OpenAI(base_url="{gateway}/v1", api_key="unused")
-  print(client.chat.completions.create(model="{short}",
-        messages=[{{"role": "user", "content": "Hello!"}}]).choices[0].message.content)
-
-  # Metrics: every component serves /metrics; one Prometheus job finds them all
-  scrape_configs:
-    - job_name: llmcell
-      http_sd_configs: [{{url: "{admin}/prometheus/targets"}}]
-
-  # Load test with a report (JSON, Markdown, PNG plots)
-  {cli} bench --url {gateway} --model {short} --num-requests 50 --output /tmp/llmcell-bench
-
-Ctrl-C stops the cell.
-"""
+def _cell_token(path: Path) -> str:
+    """The cell credential kept at `path` (owner-only), made the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
 
 
 def run(plan: CellPlan) -> int:
@@ -345,7 +335,8 @@ def run(plan: CellPlan) -> int:
     try:
         cell.start(say)
         print(f"llmcell up: ready in {time.monotonic() - started:.1f}s", flush=True)
-        print(usage(cell.gateway_url, plan.sax_name, cell.admin_url), flush=True)
+        print(usage(cell.gateway_url, plan.sax_name, cell.admin_url, plan.auth), flush=True)
+        print(auth_note(cell.admin_key, plan.token_path) + "\n", flush=True)
         while True:
             cell.supervise(time.monotonic(), say)
             time.sleep(0.5)

@@ -16,21 +16,52 @@ from contextlib import asynccontextmanager
 import httpx
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmcell.admin.audit import Audit
 from llmcell.admin.cell_routes import cell_routes
 from llmcell.admin.errors import admin_error_handlers
+from llmcell.admin.key_routes import key_routes
+from llmcell.admin.keys import KeyStore
 from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
 from llmcell.config.admin import AdminConfig
+from llmcell.edge.auth import CELL_ONLY, OPEN, AuthError, Authenticator, AuthMiddleware, KeyTable
 from llmcell.edge.metrics import metrics_response
 from llmcell.metrics.admin import AdminCollector
+
+RULES = [
+    ("*", "/health", OPEN),
+    ("*", "/cell/*", CELL_ONLY),
+    ("GET", "/metrics", "viewer"),
+    ("GET", "/prometheus/targets", "viewer"),
+    ("GET", "/models*", "viewer"),
+]
+"""Who may call what on the admin (with auth on); the rest (publish, update, unpublish, keys)
+needs the `admin` role or the cell credential."""
+
+
+def _auth_error(scope, e: AuthError) -> Response:
+    return JSONResponse({"detail": e.message}, e.status,
+                        headers={"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
 
 
 def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
     probe = httpx.AsyncClient(timeout=1.0)
+    keys = KeyStore(registry.store.db)
+    if config.bootstrap_admin_key is not None:
+        keys.ensure(config.bootstrap_admin_key, "admin", "admin")
+    audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"))
+    cached: list = [None, -1]  # the key table, and the store version it was made at
+
+    def key_table() -> KeyTable:
+        if cached[1] != keys.version:
+            cached[:] = [KeyTable.of(keys.secret, keys.all()), keys.version]
+        return cached[0]
+
     metrics = CollectorRegistry()
     ProcessCollector(registry=metrics)
     metrics.register(AdminCollector(registry))
@@ -56,9 +87,15 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
             task.cancel()
             await probe.aclose()
 
+    middleware = []
+    if config.security.auth:
+        middleware.append(Middleware(AuthMiddleware, authenticator=Authenticator(
+            config.security.cell_token, key_table), rules=RULES, default="admin",
+            error=_auth_error))
     return Starlette(routes=[
         Route("/health", health, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
-        *model_routes(config, registry),
+        *model_routes(config, registry, audit),
         *cell_routes(config, registry, probe),
-    ], lifespan=lifespan, exception_handlers=admin_error_handlers())
+        *key_routes(config, keys, audit),
+    ], lifespan=lifespan, exception_handlers=admin_error_handlers(), middleware=middleware)

@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmcell.admin.registry import NotFound
+from llmcell.admin.registry import Conflict, NotFound
 from llmcell.edge.body import read_json
 from llmcell.protocol.cell import WireError
 
@@ -40,6 +40,10 @@ async def _on_not_found(request: Request, exc: NotFound) -> Response:
     return JSONResponse({"detail": f"server {what} is not registered; register again"}, 404)
 
 
+async def _on_conflict(request: Request, exc: Conflict) -> Response:
+    return JSONResponse({"detail": str(exc)}, 409)
+
+
 async def _on_http_error(request: Request, exc: HTTPException) -> Response:
     return JSONResponse({"detail": f"{request.method} {request.url.path}: {exc.detail}"},
                         exc.status_code)
@@ -51,4 +55,5 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 def admin_error_handlers() -> dict:
     return {AdminError: _on_admin_error, WireError: _on_wire_error, NotFound: _on_not_found,
+            Conflict: _on_conflict,
             HTTPException: _on_http_error, Exception: _on_unexpected}

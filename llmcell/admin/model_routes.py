@@ -11,15 +11,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmcell.admin.audit import Audit
 from llmcell.admin.errors import AdminError, read_body
 from llmcell.admin.placement import ModelSpec
 from llmcell.admin.registry import CellRegistry
-from llmcell.admin.sizing import replica_size
+from llmcell.admin.sizing import replica_size, under_roots
 from llmcell.config.admin import AdminConfig
 from llmcell.protocol.saxml import CELL_PATH, SaxError, model_name, parse_publish
 
 
-def model_routes(config: AdminConfig, registry: CellRegistry) -> list[Route]:
+def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> list[Route]:
     now = time.monotonic
 
     def listcell(spec: ModelSpec) -> dict:
@@ -32,12 +33,21 @@ def model_routes(config: AdminConfig, registry: CellRegistry) -> list[Route]:
             req = parse_publish(await read_body(request, config.max_body_bytes), "v2")
         except SaxError as e:
             raise AdminError(e.status, e.message) from None
+        external = (registry.external_memory(req.model_path) if req.checkpoint == "None"
+                    else None)
+        for key, value in (("model_path", req.model_path), ("checkpoint", req.checkpoint)):
+            if value == "None" or under_roots(value, config.model_roots):
+                continue
+            if key == "model_path" and external is not None:  # a name an external engine serves
+                return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external)
+            raise AdminError(400, f"model {req.model}: {key} {value!r} is not under a model root "
+                                  "(the admin's --model-root folders) nor a built-in alias"
+                                  + (", and no joined server's external engine serves it under "
+                                     "that name" if key == "model_path" else ""))
         try:
             size = await asyncio.to_thread(replica_size, req.model_path, req.checkpoint,
                                            config.bytes_per_param, config.kv_reserve_bytes)
         except (ValueError, OSError) as e:
-            external = (registry.external_memory(req.model_path) if req.checkpoint == "None"
-                        else None)
             if external is None:
                 raise AdminError(400, f"model {req.model}: cannot load its source: {e}; nor does "
                                       "a joined server's external engine serve it under that "
@@ -52,15 +62,19 @@ def model_routes(config: AdminConfig, registry: CellRegistry) -> list[Route]:
                                  memory_bytes=spec.memory_bytes))
 
     async def publish(request: Request) -> Response:
-        spec = await sized(request)
-        if registry.store.get(spec.model) is not None:
-            raise AdminError(409, f"model {spec.model} is already published; use update")
-        return published(spec)
+        with audit.action(request, "publish") as entry:
+            spec = await sized(request)
+            entry["target"] = spec.model
+            if registry.store.get(spec.model) is not None:
+                raise AdminError(409, f"model {spec.model} is already published; use update")
+            return published(spec)
 
     async def update(request: Request) -> Response:
-        spec = await sized(request)
-        registry.model(spec.model)  # 404 when not published
-        return published(spec)
+        with audit.action(request, "update") as entry:
+            spec = await sized(request)
+            entry["target"] = spec.model
+            registry.model(spec.model)  # 404 when not published
+            return published(spec)
 
     def name(request: Request) -> str:
         try:
@@ -69,8 +83,9 @@ def model_routes(config: AdminConfig, registry: CellRegistry) -> list[Route]:
             raise AdminError(400, e.message) from None
 
     async def unpublish(request: Request) -> Response:
-        model = name(request)
-        registry.unpublish(model, now())
+        with audit.action(request, "unpublish") as entry:
+            entry["target"] = model = name(request)
+            registry.unpublish(model, now())
         return JSONResponse({"model": model})
 
     async def get_model(request: Request) -> Response:

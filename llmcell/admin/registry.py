@@ -19,6 +19,10 @@ class NotFound(KeyError):
     pass
 
 
+class Conflict(Exception):
+    """A registration that would take over another live server's id or address."""
+
+
 @dataclass
 class ServerRecord:
     info: ServerInfo
@@ -44,7 +48,17 @@ class CellRegistry:
 
     # ---- servers -------------------------------------------------------------------------------
     def register(self, info: ServerInfo, reports: tuple[ReplicaReport, ...], now: float) -> None:
+        """A server joins (or rejoins after a restart). Conflict when a live server already has
+        this id at another address, or this address under another id: a registration never
+        takes over a server that still answers its heartbeats."""
         old = self.servers.get(info.id)
+        if old is not None and old.info.address != info.address and self._live(old, now):
+            raise Conflict(f"server {info.id} is live at {old.info.address}; a registration "
+                           f"from {info.address} may not take its id (retry once it is gone)")
+        for sid, rec in self.servers.items():
+            if sid != info.id and rec.info.address == info.address and self._live(rec, now):
+                raise Conflict(f"{info.address} is live as server {sid}; it may not register "
+                               f"again as {info.id}")
         self.servers[info.id] = ServerRecord(info, now, reports,
                                              refused=old.refused if old else set())
         self._replan(now)
@@ -65,6 +79,9 @@ class CellRegistry:
         else:
             rec.reports = reports
         return rec.assigned
+
+    def _live(self, rec: ServerRecord, now: float) -> bool:
+        return now - rec.last_seen < self.dead_after
 
     def assigned(self, server_id: str) -> tuple[Assignment, ...]:
         return self.servers[server_id].assigned

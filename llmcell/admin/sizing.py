@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcell.engine.loader.gguf_file import GGUFFile
-from llmcell.engine.loader.registry import resolve_model_path
+from llmcell.engine.loader.registry import MODEL_ALIASES, resolve_model_path
 
 
 @dataclass(frozen=True)
@@ -46,3 +46,19 @@ def replica_size(model_path: str, checkpoint: str, bytes_per_param: float,
     source = resolve_model_path(model_path if checkpoint == "None" else checkpoint)
     params = count_params(source)
     return ModelSize(source, params, int(params * bytes_per_param) + kv_reserve_bytes)
+
+
+def under_roots(source: str, roots: tuple[str, ...]) -> bool:
+    """Whether a model source may be read: a built-in alias (or its file), or a path that
+    resolves (symbolic links followed) under one of `roots`. Nothing is read to decide, so the
+    answer says nothing about what exists outside them."""
+    if source.lower() in MODEL_ALIASES:
+        return True
+    path = Path(source).expanduser().resolve()
+    allowed = [Path(r).expanduser().resolve() for r in roots]
+    for alias in MODEL_ALIASES:
+        try:
+            allowed.append(resolve_model_path(alias))
+        except ValueError:
+            pass  # its package is not installed
+    return any(path == root or path.is_relative_to(root) for root in allowed)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from llmcell.config.security import CellSecurity
 
 
 def default_state_path() -> Path:
@@ -27,8 +29,20 @@ class AdminConfig:
     bytes_per_param: float = 4.0
     """Resident bytes per weight when placing (4: fp32, what the CPU engine runs on AVX2)."""
     max_body_bytes: int = 1 << 20
+    security: CellSecurity = field(default_factory=CellSecurity)
+    bootstrap_admin_key: str | None = None
+    """An API key (from a Secret) stored with the admin role at start, so a new cell can be
+    managed before any key was made."""
+    model_roots: tuple[str, ...] = ()
+    """Folders a published model source may be under (besides the built-in aliases); a source
+    outside them is refused without saying whether it exists."""
+    audit_path: Path | None = None
+    """JSON lines of admin actions (default: beside the state file, `*.audit.jsonl`)."""
 
     def __post_init__(self) -> None:
+        self.security.check_exposure(self.host)
+        if self.bootstrap_admin_key is not None and not self.security.auth:
+            raise ValueError("bootstrap_admin_key needs the cell credential (auth on)")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} is not a TCP port")
         if self.heartbeat_interval <= 0:

@@ -101,7 +101,11 @@ class RenderConfig:
     gateway_name: str = "inference-gateway"
     inference_pool: bool = False
     api_keys_secret: str | None = None
+    """Secret whose key `admin-key` is the first admin API key (`llmcell keys new key`)."""
+    cell_secret: str | None = None
+    """Secret whose key `token` is the cell credential (default: <name>-cell)."""
     tls_secret: str | None = None
+    """kubernetes.io/tls Secret: the gateway serves HTTPS with its tls.crt and tls.key."""
     hf_token_secret: str | None = None
     model_pvc: str | None = None
     """PersistentVolumeClaim holding the weights, mounted read-only at /models."""
@@ -121,7 +125,8 @@ class RenderConfig:
             if not _DNS_LABEL.match(getattr(self, field)) or len(getattr(self, field)) > 40:
                 raise ValueError(f"{field}={getattr(self, field)!r} must be a DNS label of at "
                                  "most 40 characters (lowercase letters, digits, '-')")
-        for field in ("gcp_service_account", "api_keys_secret", "tls_secret", "hf_token_secret",
+        for field in ("gcp_service_account", "api_keys_secret", "cell_secret", "tls_secret",
+                      "hf_token_secret",
                       "model_pvc", "storage_class"):
             value = getattr(self, field)
             if value is not None and field != "gcp_service_account" and not _DNS_LABEL.match(value):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from llmcell.config.engine import EngineConfig
+from llmcell.config.security import CellSecurity
 
 ENGINES = ("builtin", "openai")
 
@@ -93,8 +94,10 @@ class ServerConfig:
     """Memory this server offers the cell for replicas (weights + KV)."""
     engine_config: EngineConfig = field(default_factory=EngineConfig)
     group: GroupConfig = field(default_factory=lambda: GroupConfig())
+    security: CellSecurity = field(default_factory=CellSecurity)
 
     def __post_init__(self) -> None:
+        self.security.check_exposure(self.host)
         if self.group.size > 1 and self.engine != "builtin":
             raise ValueError("a group (group size > 1) runs the builtin engine only")
         if self.engine not in ENGINES:

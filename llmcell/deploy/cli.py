@@ -86,6 +86,7 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         gateway_replicas=args.gateway_replicas, gateway_api=args.gateway_api,
         gateway_name=args.gateway_name, inference_pool=args.inference_pool,
         api_keys_secret=args.api_keys_secret, tls_secret=args.tls_secret,
+        cell_secret=args.cell_secret,
         hf_token_secret=args.hf_token_secret, model_pvc=args.model_pvc,
         admin_storage=args.admin_storage, storage_class=args.storage_class)
 
@@ -167,9 +168,14 @@ def add_deploy_parsers(sub) -> None:
                    help="size of the admin's state volume (default: %(default)s)")
     c.add_argument("--storage-class", default=None, help="StorageClass of the admin's volume")
     c.add_argument("--api-keys-secret", default=None,
-                   help="Secret (key api-keys) the gateway reads API keys from; only referenced")
+                   help="Secret whose key admin-key is the first admin API key, stored by the "
+                        "admin at start (make one with `llmcell keys new key`); only referenced")
+    c.add_argument("--cell-secret", default=None,
+                   help="Secret whose key token is the cell credential every member reads (auth "
+                        "on; default: NAME-cell; `llmcell keys new cell-token`); only referenced")
     c.add_argument("--tls-secret", default=None,
-                   help="kubernetes.io/tls Secret mounted in the gateway; only referenced")
+                   help="kubernetes.io/tls Secret: the gateway serves HTTPS with it; only "
+                        "referenced")
     c.add_argument("--hf-token-secret", default=None,
                    help="Secret (key token) with a Hugging Face token for vLLM; without it vLLM "
                         "runs with HF_HUB_OFFLINE=1")

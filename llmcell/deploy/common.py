@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmcell.config.security import ENV as CELL_TOKEN_ENV
 from llmcell.config.deploy import RenderConfig
 from llmcell.deploy.k8s import (Container, ContainerPort, EnvVar, ObjectMeta, Probe, Resources,
                                 Toleration, Volume, VolumeMount)
@@ -34,6 +35,15 @@ class Cell:
 
     def name(self, component: str) -> str:
         return f"{self.config.name}-{component}"
+
+    @property
+    def cell_secret(self) -> str:
+        """The Secret whose key `token` is the cell credential (created by the operator)."""
+        return self.config.cell_secret or self.name("cell")
+
+    def credential(self) -> EnvVar:
+        """Every llmcell process of the cell reads its credential from the Secret (auth on)."""
+        return EnvVar.secret_ref(CELL_TOKEN_ENV, self.cell_secret, "token")
 
     @property
     def group_set(self) -> str:
@@ -91,14 +101,15 @@ def small_resources(cpu: str = "500m", memory: str = "512Mi",
 def http_container(name: str, image: str, args: list[str], port: int, resources: Resources,
                    env: list[EnvVar] | None = None, mounts: list[VolumeMount] | None = None,
                    startup_failures: int | None = None, lifecycle: dict | None = None,
-                   ready_path: str = "/health") -> Container:
+                   ready_path: str = "/health", scheme: str = "HTTP") -> Container:
     """An llmcell process serving /health (and `ready_path`) on `port`, named http."""
-    startup = (Probe.http("/health", "http", period_seconds=10, failure_threshold=startup_failures)
-               if startup_failures else None)
+    startup = (Probe.http("/health", "http", scheme, period_seconds=10,
+                          failure_threshold=startup_failures) if startup_failures else None)
     return Container(
         name=name, image=image, command=["llmcell"], args=args,
         env=pod_env() + (env or []), ports=[ContainerPort(port, "http")], resources=resources,
         volume_mounts=[SCRATCH[1]] + (mounts or []), startup_probe=startup,
-        readiness_probe=Probe.http(ready_path, "http", period_seconds=5),
-        liveness_probe=Probe.http("/health", "http", period_seconds=10, failure_threshold=6),
+        readiness_probe=Probe.http(ready_path, "http", scheme, period_seconds=5),
+        liveness_probe=Probe.http("/health", "http", scheme, period_seconds=10,
+                                  failure_threshold=6),
         lifecycle=lifecycle)

@@ -62,7 +62,10 @@ def admin(cell: Cell) -> list:
     args = ["admin", "--host", "0.0.0.0", "--port", str(ADMIN_PORT),
             "--state", "/var/lib/llmcell/admin.sqlite3",
             "--bytes-per-param", f"{_bytes_per_param(cell):g}"]
-    container = http_container("admin", c.image, args, ADMIN_PORT, small_resources(),
+    env = [cell.credential()]
+    if c.api_keys_secret:  # the first admin key, so the cell can be managed from the start
+        env.append(EnvVar.secret_ref("LLMCELL_ADMIN_KEY", c.api_keys_secret, "admin-key"))
+    container = http_container("admin", c.image, args, ADMIN_PORT, small_resources(), env,
                                mounts=[VolumeMount("state", "/var/lib/llmcell")])
     claim = {"metadata": {"name": "state"},
              "spec": {"accessModes": ["ReadWriteOnce"],
@@ -83,14 +86,16 @@ def gateway(cell: Cell) -> list:
     c = cell.config
     args = ["gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT), "--admin",
             cell.admin_url, "--advertise", f"http://$(POD_IP):{GATEWAY_PORT}"]
-    env, mounts, volumes = [], [], [SCRATCH[0]]
-    if c.api_keys_secret:
-        env.append(EnvVar.secret_ref("LLMCELL_API_KEYS", c.api_keys_secret, "api-keys"))
-    if c.tls_secret:
+    env, mounts, volumes = [cell.credential()], [], [SCRATCH[0]]
+    scheme = "HTTP"
+    if c.tls_secret:  # a kubernetes.io/tls Secret: the gateway serves HTTPS with it
         mounts.append(VolumeMount("tls", "/etc/llmcell/tls", read_only=True))
         volumes.append(Volume("tls", secret={"secretName": c.tls_secret}))
+        args += ["--tls-cert", "/etc/llmcell/tls/tls.crt", "--tls-key", "/etc/llmcell/tls/tls.key"]
+        scheme = "HTTPS"
     container = http_container("gateway", c.image, args, GATEWAY_PORT,
-                               small_resources("500m", "512Mi", "2", "1Gi"), env, mounts)
+                               small_resources("500m", "512Mi", "2", "1Gi"), env, mounts,
+                               scheme=scheme)
     pod = PodTemplate(ObjectMeta(cell.name("gateway"), labels=cell.labels("gateway")), PodSpec(
         [container], service_account_name=cell.service_account, volumes=volumes,
         automount_service_account_token=False, termination_grace_period_seconds=30))

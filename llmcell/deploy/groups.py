@@ -116,7 +116,7 @@ def _builtin_container(cell: Cell, g: GroupLayout, resources: Resources, lifecyc
     elif g.accelerator.kind == "cpu":
         args += ["--threads", str(_cores(resources.limits["cpu"]))]
     env = [EnvVar("LLMCELL_GROUP_PORT", str(GROUP_PORT)),
-           EnvVar("TORCH_EXTENSIONS_DIR", "/tmp/torch_extensions")]
+           EnvVar("TORCH_EXTENSIONS_DIR", "/tmp/torch_extensions"), cell.credential()]
     return http_container("llmcell", c.image, args, SERVER_PORT, resources, env, _mounts(cell),
                           startup_failures=60, lifecycle=lifecycle, ready_path="/ready")
 
@@ -189,7 +189,7 @@ def _vllm_containers(cell: Cell, g: GroupLayout, resources: Resources, lifecycle
          "--served-model-name", model, "--host", "0.0.0.0", "--port", str(SERVER_PORT),
          "--admin", cell.admin_url, "--server-id", "$(POD_NAME)",
          "--advertise", f"http://$(POD_IP):{SERVER_PORT}", "--memory", str(g.memory_bytes)],
-        SERVER_PORT, small_resources(), ready_path="/ready")
+        SERVER_PORT, small_resources(), [cell.credential()], ready_path="/ready")
     ray_check = ["sh", "-c", f"ray health-check --address $LWS_LEADER_ADDRESS:{RAY_PORT}"]
     worker = Container(
         name="ray-worker", image=image,

@@ -82,8 +82,9 @@ class Probe:
     failure_threshold: int = 3
 
     @staticmethod
-    def http(path: str, port: str, **kw) -> "Probe":
-        return Probe(http_get={"path": path, "port": port}, **kw)
+    def http(path: str, port: str, scheme: str = "HTTP", **kw) -> "Probe":
+        get = {"path": path, "port": port, **({"scheme": scheme} if scheme != "HTTP" else {})}
+        return Probe(http_get=get, **kw)
 
     @staticmethod
     def command(argv: list[str], **kw) -> "Probe":

@@ -25,15 +25,23 @@ from llmcell.gateway.view import CellView
 from llmcell.metrics.gateway import GatewayMetrics, MetricsMiddleware
 from llmcell.protocol.saxml import SaxError
 from llmcell.router import make_policy
+from llmcell.edge.auth import AuthError, Authenticator, AuthMiddleware
 from llmcell.edge.errors import openai_error_handlers
+from llmcell.gateway.auth import DEFAULT, RULES, auth_error_response
 from llmcell.edge.metrics import metrics_response
 
 
-def create_gateway_app(config: GatewayConfig) -> Starlette:
-    admin = httpx.AsyncClient(base_url=config.admin.rstrip("/"), timeout=10.0)
+def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTransport | None
+                       = None, replica_transport: httpx.AsyncBaseTransport | None = None
+                       ) -> Starlette:
+    """The transports default to the network's (tests pass in-process ones)."""
+    cell_headers = config.security.headers()  # the gateway's own calls carry the credential
+    admin = httpx.AsyncClient(base_url=config.admin.rstrip("/"), timeout=10.0,
+                              headers=cell_headers, transport=admin_transport)
     replicas = httpx.AsyncClient(
-        timeout=httpx.Timeout(config.request_timeout, connect=2.0),
-        limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512))
+        timeout=httpx.Timeout(config.request_timeout, connect=2.0), headers=cell_headers,
+        limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
+        transport=replica_transport)
     view = CellView(config, admin)
     metrics = GatewayMetrics(config.policy)
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
@@ -58,12 +66,24 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
             await replicas.aclose()
             await admin.aclose()
 
+    refuse = auth_error_response(config.sax_compat)
+
+    async def on_auth_error(request: Request, exc: AuthError) -> Response:
+        return refuse(request.scope, exc)
+
+    middleware = [Middleware(MetricsMiddleware, metrics=metrics)]
+    if config.security.auth:
+        middleware.append(Middleware(
+            AuthMiddleware, authenticator=Authenticator(config.security.cell_token,
+                                                        lambda: view.keys),
+            rules=RULES, default=DEFAULT, error=refuse))
     app = Starlette(
         routes=[Route("/health", health, methods=["GET"]),
                 Route("/metrics", prometheus, methods=["GET"]), *sax,
                 *openai_routes(view, forwarder, config.max_body_bytes, config.prefix_chars)],
         lifespan=lifespan,
-        exception_handlers={SaxError: on_sax_error, **openai_error_handlers()},
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics)])
+        exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,
+                            **openai_error_handlers()},
+        middleware=middleware)
     app.state.view = view
     return app

@@ -17,6 +17,7 @@ from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.view import CellView
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
+from llmcell.edge.auth import check_model, principal_of
 from llmcell.edge.disconnect import CLIENT_CLOSED, ClientDisconnected, unless_disconnected
 from llmcell.edge.errors import read_openai_json
 from llmcell.edge.sse import EventStreamResponse
@@ -45,6 +46,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         body = await read_openai_json(request, max_body)
         req = (parse_chat if chat else parse_completion)(body)
         model = view.resolve(req.model)
+        check_model(request, model)
         request.state.model = model  # the metrics label: only published names get here
         key = hash64(prefix_text(body, chat)[:prefix_chars])
         path = "/v1/chat/completions" if chat else "/v1/completions"
@@ -71,11 +73,15 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         return model_card(model, created, min(lengths, default=0))
 
     async def models(request: Request) -> Response:
-        cards = [card(m) for m, rs in sorted(view.view.models.items()) if rs]
+        caller = principal_of(request)
+        cards = [card(m) for m, rs in sorted(view.view.models.items())
+                 if rs and (caller is None or caller.may_use(m))]
         return JSONResponse({"object": "list", "data": cards})
 
     async def model(request: Request) -> Response:
-        return JSONResponse(card(view.resolve(request.path_params["model_id"])))
+        model = view.resolve(request.path_params["model_id"])
+        check_model(request, model)
+        return JSONResponse(card(model))
 
     return [
         Route("/v1/chat/completions", chat, methods=["POST"]),

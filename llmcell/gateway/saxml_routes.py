@@ -16,10 +16,16 @@ from starlette.routing import Route
 
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.view import CellView
+from llmcell.edge.auth import check_model, principal_of
 from llmcell.edge.body import read_json
 from llmcell.protocol.errors import APIError
 from llmcell.protocol.saxml import (SaxError, generate_reply, parse_generate, parse_listall,
                                     parse_model_only, parse_publish)
+
+
+def caller_headers(request: Request) -> tuple[str | None, str | None]:
+    p = principal_of(request)
+    return (None, None) if p is None or p.cell else (p.tenant, p.key_id)
 
 
 def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
@@ -34,9 +40,13 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
         return await read_json(request, max_body, lambda status, message, code: SaxError(
             status, message), empty=dict(request.query_params), object_only=False)
 
-    async def call_admin(method: str, path: str, payload=None):
+    async def call_admin(request: Request, method: str, path: str, payload=None):
+        """The admin's answer; the caller is named for its audit trail."""
+        tenant, key_id = caller_headers(request)
         try:
-            r = await admin.request(method, path, json=payload)
+            r = await admin.request(method, path, json=payload, headers={
+                k: v for k, v in (("X-Llmcell-Tenant", tenant), ("X-Llmcell-Key-Id", key_id))
+                if v})
         except httpx.HTTPError as e:
             raise SaxError(503, f"the admin server is unreachable ({type(e).__name__}); "
                                 "model management is unavailable, serving continues") from None
@@ -54,7 +64,7 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
     async def publish_or_update(request: Request, method: str) -> Response:
         d = dialect(request)
         req = parse_publish(await body(request), d)
-        await call_admin(method, "/models", req.to_json())
+        await call_admin(request, method, "/models", req.to_json())
         await view.refresh()
         return answer(request, req.reply(d))
 
@@ -66,20 +76,20 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
 
     async def unpublish(request: Request) -> Response:
         model = parse_model_only(await body(request), dialect(request))
-        await call_admin("DELETE", "/models" + model)
+        await call_admin(request, "DELETE", "/models" + model)
         await view.refresh()
         return answer(request, {"model": model})
 
     async def listcell(request: Request) -> Response:
         model = parse_model_only(await body(request), dialect(request))
-        return answer(request, await call_admin("GET", "/models" + model))
+        return answer(request, await call_admin(request, "GET", "/models" + model))
 
     async def listall(request: Request) -> Response:
         d = dialect(request)
         if d == "v1":
             raise SaxError(404, "listall is not part of the v1 REST API; drop X-Sax-Compat: v1")
         cell = parse_listall(await body(request), d)
-        models = await call_admin("GET", f"/models?cell={cell}")
+        models = await call_admin(request, "GET", f"/models?cell={cell}")
         return answer(request, [m["model"] for m in models])
 
     async def generate(request: Request) -> Response:
@@ -89,6 +99,7 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
             await view.refresh()
         if req.model not in view.view.models:
             raise SaxError(404, f"model {req.model} is not published")
+        check_model(request, req.model)
         request.state.model = req.model
         p = req.sampling
         chat = {"model": req.model, "messages": [{"role": "user", "content": req.query}],

@@ -15,6 +15,8 @@ from dataclasses import replace
 import httpx
 
 from llmcell.config.gateway import GatewayConfig
+from llmcell.edge.auth import KeyTable
+from llmcell.protocol.auth import KeyRecord
 from llmcell.protocol.cell import Replica, RouteView
 from llmcell.protocol.errors import APIError
 
@@ -28,6 +30,8 @@ class CellView:
         self.admin_ok = False
         self.outstanding: dict[str, int] = {}
         self.cooldown: dict[str, float] = {}
+        self.keys: KeyTable | None = None
+        """The admin's API keys (hashes), followed with the routes when auth is on."""
 
     async def refresh(self) -> None:
         try:
@@ -35,10 +39,19 @@ class CellView:
                                       headers={"X-Llmcell-Gateway": self.config.advertised})
             r.raise_for_status()
             self.view = RouteView.from_json(r.json())
+            if self.config.security.auth:
+                await self._refresh_keys()
             self.updated = time.monotonic()
             self.admin_ok = True
         except (httpx.HTTPError, ValueError):
-            self.admin_ok = False  # keep serving from the last view
+            self.admin_ok = False  # keep serving (and authenticating) from the last view
+
+    async def _refresh_keys(self) -> None:
+        r = await self.client.get("/cell/keys")
+        r.raise_for_status()
+        data = r.json()
+        self.keys = KeyTable.of(bytes.fromhex(data["secret"]),
+                                [KeyRecord.from_json(k) for k in data["keys"]])
 
     async def follow(self) -> None:
         while True:

@@ -12,17 +12,29 @@ import asyncio
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcell.config.server import ServerConfig
+from llmcell.edge.auth import CELL_ONLY, OPEN, AuthError, Authenticator, AuthMiddleware
 from llmcell.edge.errors import openai_error_handlers
 from llmcell.edge.metrics import metrics_response
 from llmcell.server.host import ModelHost
 from llmcell.server.metrics import ServerMetrics
 from llmcell.server.openai_routes import openai_routes
+from llmcell.protocol.errors import APIError
 from llmcell.server.state import ServerState
+
+
+RULES = [("GET", "/health", OPEN), ("GET", "/ready", OPEN)]
+"""With auth on, the probes are open and everything else needs the cell credential: a request
+that skips the gateway is refused."""
+
+
+def _auth_error(scope, e: AuthError) -> Response:
+    return JSONResponse(APIError(e.status, e.message, code=e.code).body(), e.status)
 
 
 def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
@@ -74,6 +86,12 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=openai_error_handlers())
+    middleware = []
+    if config.security.auth:  # in a cell with auth on, only its members call a server
+        middleware.append(Middleware(
+            AuthMiddleware, authenticator=Authenticator(config.security.cell_token, lambda: None),
+            rules=RULES, default=CELL_ONLY, error=_auth_error))
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=openai_error_handlers(),
+                    middleware=middleware)
     app.state.server = state
     return app

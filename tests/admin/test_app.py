@@ -19,7 +19,7 @@ SOURCE = "smollm2-135m-instruct"
 
 @pytest.fixture()
 def admin(tmp_path):
-    config = AdminConfig(state_path=tmp_path / "admin.sqlite3")
+    config = AdminConfig(state_path=tmp_path / "admin.sqlite3", model_roots=(str(tmp_path),))
     store = ModelStore(config.state_path)
     client = TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
                                                               time.monotonic())))
@@ -78,9 +78,29 @@ def test_bad_bodies_are_clear_errors(admin):
     r = admin.post("/models", content=b"[" * 100 + b"]" * 100,
                    headers={"content-type": "application/json"})
     assert r.status_code == 400 and "nests deeper" in r.text
-    r = admin.post("/models", json={"model": MODEL, "model_path": "/no/such/file.gguf",
+    r = admin.post("/models", json={"model": MODEL, "model_path": "models/missing.gguf",
                                     "checkpoint": "None", "replicas": 1})
-    assert r.status_code == 400 and "cannot load its source" in r.text
+    assert r.status_code == 400 and "not under a model root" in r.text  # relative: not in tmp
+
+
+def test_publish_reads_only_under_the_model_roots(admin, tmp_path):
+    """Outside the roots every source gets the same answer, so the errors do not tell an existing
+    file from a folder from nothing; inside them a bad source says what is wrong."""
+    def publish(path: str):
+        return admin.post("/models", json={"model": MODEL, "model_path": path,
+                                           "checkpoint": "None", "replicas": 1})
+
+    answers = {publish(p).json()["detail"].replace(repr(p), "P")
+               for p in ("/etc/passwd", "/etc", "/no/such", f"{tmp_path}/../../etc/passwd")}
+    assert len(answers) == 1 and "not under a model root" in answers.pop()
+    (tmp_path / "notes.txt").write_text("hi")
+    assert "cannot load its source" in publish(str(tmp_path / "missing.gguf")).json()["detail"]
+    assert "expected a .gguf" in publish(str(tmp_path / "notes.txt")).json()["detail"]
+    link = tmp_path / "escape.gguf"
+    link.symlink_to("/etc/passwd")  # a link inside a root that points out of it
+    assert "not under a model root" in publish(str(link)).json()["detail"]
+    r = publish(SOURCE)  # the built-in alias is always allowed
+    assert r.status_code == 200, r.text
 
 
 def test_an_unknown_server_heartbeat_is_404(admin):

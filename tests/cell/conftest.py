@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,16 +18,18 @@ HEARTBEAT = "0.3"
 
 
 class Proc:
-    def __init__(self, *args: str, port: int | None = None) -> None:
+    def __init__(self, *args: str, port: int | None = None, env: dict | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
+        self.env = env
         self.start()
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "llmcell.cli", *self.args, "--port", str(self.port)]
         self.log = open(f"/tmp/llmcell-test-{self.port}.log", "a")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                     env=self.env)
 
     def wait(self, path: str = "/health", timeout: float = 60.0) -> "Proc":
         deadline = time.monotonic() + timeout
@@ -64,33 +67,39 @@ class Proc:
 class Cell:
     """Start pieces on demand; everything is stopped at the end of the test."""
 
-    def __init__(self, tmp_path) -> None:
+    def __init__(self, tmp_path, token: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.procs: list[Proc] = []
         self.admin: Proc | None = None
         self.gateway: Proc | None = None
+        self.env = dict(os.environ, LLMCELL_CELL_TOKEN=token) if token else None
+        """With a token: auth on, every member started with the cell credential."""
+        self.api_key: str | None = None
+        """The key `sax()` sends (an admin key, with auth on)."""
 
     def start_admin(self, port: int | None = None) -> Proc:
         self.admin = Proc("admin", "--state", str(self.tmp_path / "admin.sqlite3"),
                           "--heartbeat-interval", HEARTBEAT, "--kv-reserve", "256MiB",
-                          port=port).wait()
+                          port=port, env=self.env).wait()
         self.procs.append(self.admin)
         return self.admin
 
     def start_server(self, name: str, memory: str = "3GiB", port: int | None = None) -> Proc:
         p = Proc("server", "--admin", self.admin.url, "--server-id", name, "--memory", memory,
                  "--threads", "1", "--kv-cache-memory", "256MiB", "--max-model-len", "2048",
-                 port=port).wait()
+                 port=port, env=self.env).wait()
         self.procs.append(p)
         return p
 
     def start_gateway(self) -> Proc:
-        self.gateway = Proc("gateway", "--admin", self.admin.url).wait()
+        self.gateway = Proc("gateway", "--admin", self.admin.url, env=self.env).wait()
         self.procs.append(self.gateway)
         return self.gateway
 
     def sax(self, method: str, path: str, json=None, v1: bool = False) -> httpx.Response:
         headers = {"X-Sax-Compat": "v1"} if v1 else {}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         return httpx.request(method, self.gateway.url + path, json=json, headers=headers,
                              timeout=120)
 

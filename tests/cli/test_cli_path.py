@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from llmcell.local_cell import cli_path, usage
+from llmcell.up_usage import cli_path, usage
 
 
 def test_the_printed_bench_command_names_a_runnable_llmcell(monkeypatch):

@@ -259,13 +259,33 @@ def test_no_secret_values_in_output(case):
                         assert "value" not in env and "secretKeyRef" in env["valueFrom"], env
 
 
-def test_api_key_and_tls_secrets_are_referenced_not_inlined():
+def test_auth_and_tls_are_wired_from_referenced_secrets():
+    """Every llmcell process reads the cell credential from the cell Secret; the admin stores the
+    key in --api-keys-secret with the admin role; the gateway serves HTTPS with --tls-secret and
+    probes it over HTTPS. Only references: no secret value is in the manifests."""
     docs = manifests(config_for(CASES["cpu-builtin-smollm2"]))
+    llmcell = [c for d in docs for t in pod_templates(d) for c in t["spec"]["containers"]
+               if c.get("command") == ["llmcell"]]
+    assert {c["args"][0] for c in llmcell} == {"admin", "gateway", "server"}
+    for c in llmcell:
+        env = {e["name"]: e for e in c["env"]}
+        ref = env["LLMCELL_CELL_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "llmcell-cell", "key": "token", "optional": False}, c["name"]
+    (admin,) = [c for c in llmcell if c["args"][0] == "admin"]
+    key = {e["name"]: e for e in admin["env"]}["LLMCELL_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key["name"] == "llmcell-api-keys" and key["key"] == "admin-key"
     (deployment,) = by_kind(docs, "Deployment")
     spec = deployment["spec"]["template"]["spec"]
-    env = {e["name"]: e for e in spec["containers"][0]["env"]}
-    assert env["LLMCELL_API_KEYS"]["valueFrom"]["secretKeyRef"]["name"] == "llmcell-api-keys"
     assert {"name": "tls", "secret": {"secretName": "llmcell-tls"}} in spec["volumes"]
+    gateway = spec["containers"][0]
+    args = gateway["args"]
+    assert args[args.index("--tls-cert") + 1] == "/etc/llmcell/tls/tls.crt"
+    assert args[args.index("--tls-key") + 1] == "/etc/llmcell/tls/tls.key"
+    assert gateway["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    plain = manifests(config_for(CASES["cpu-vllm-bare"]))  # no --tls-secret: plain HTTP probes
+    (deployment,) = by_kind(plain, "Deployment")
+    assert "scheme" not in deployment["spec"]["template"]["spec"]["containers"][0][
+        "readinessProbe"]["httpGet"]
 
 
 def test_network_policies_admit_only_what_the_cell_needs():

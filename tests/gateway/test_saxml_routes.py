@@ -1,82 +1,20 @@
 """The gateway's Saxml REST in process, in both dialects: model management forwarded to a real
-admin app (over `httpx.ASGITransport`, with its SQLite store in a temporary folder), generate
-routed to replicas that are `httpx.MockTransport` handlers. No processes, no sockets."""
+admin app, generate routed to mock replicas (tests/gateway/harness.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
-
-import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
-from llmcell.admin.app import create_admin_app
-from llmcell.admin.registry import CellRegistry
-from llmcell.admin.store import ModelStore
-from llmcell.config.admin import AdminConfig
-from llmcell.config.gateway import GatewayConfig
-from llmcell.gateway.forward import Forwarder
-from llmcell.gateway.saxml_routes import saxml_routes
-from llmcell.gateway.view import CellView
-from llmcell.protocol.saxml import SaxError
-from llmcell.router import make_policy
+from tests.gateway.harness import MODEL, SOURCE, Gateway
 
-MODEL = "/sax/test/m"
-SOURCE = "smollm2-135m-instruct"
 V1 = {"X-Sax-Compat": "v1"}
-
-
-class Gateway:
-    def __init__(self, tmp_path, admin_up: bool = True) -> None:
-        config = AdminConfig(state_path=tmp_path / "admin.sqlite3")
-        self.store = ModelStore(config.state_path)
-        self.admin_app = admin_app = create_admin_app(config, CellRegistry(self.store, config.dead_after,
-                                                          time.monotonic()))
-        transport = httpx.ASGITransport(admin_app) if admin_up else httpx.MockTransport(
-            self._unreachable)
-        self.admin = httpx.AsyncClient(base_url="http://admin", transport=transport)
-        self.chats: list[dict] = []  # what the replicas were sent
-        self.view = view = CellView(GatewayConfig(admin="http://admin"), self.admin)
-        replicas = httpx.AsyncClient(transport=httpx.MockTransport(self._replica))
-        forwarder = Forwarder(view, make_policy("least_load"), replicas, self.admin, 0)
-        routes, on_error = saxml_routes(self.admin, view, forwarder, "v2", 1 << 20)
-        self.client = TestClient(Starlette(routes=routes,
-                                           exception_handlers={SaxError: on_error}))
-
-    @staticmethod
-    def _unreachable(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
-
-    def _replica(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        self.chats.append(body)
-        return httpx.Response(200, json={"choices": [{
-            "index": 0, "message": {"role": "assistant", "content": "Paris"},
-            "logprobs": {"content": [{"token": "Par", "logprob": -0.5},
-                                     {"token": "is", "logprob": -0.25}]},
-            "finish_reason": "stop"}]})
-
-    def serve(self, model: str = MODEL) -> None:
-        """A server joins the admin and reports `model`'s replica ready at http://r0."""
-        admin = TestClient(self.admin_app)  # the same admin app, directly
-        admin.post("/cell/servers", json={"server": {
-            "id": "r0", "address": "http://r0", "engine": "builtin", "memory_bytes": 8 << 30,
-            "group_size": 1, "models": ["*"]}}).raise_for_status()
-        assigned = admin.post("/cell/servers/r0/heartbeat", json={"replicas": []}).json()
-        ready = [dict(a, state="ready", error="", running=0, waiting=0)
-                 for a in assigned["assignments"]]
-        admin.post("/cell/servers/r0/heartbeat", json={"replicas": ready}).raise_for_status()
-        asyncio.run(self.view.refresh())  # the gateway follows the admin's routing view
 
 
 @pytest.fixture()
 def gateway(tmp_path):
     g = Gateway(tmp_path)
     yield g
-    g.store.close()
+    g.close()
 
 
 def publish(gateway: Gateway, headers=None, **overrides):
@@ -160,4 +98,4 @@ def test_an_unreachable_admin_is_503_and_says_serving_continues(tmp_path):
         r = publish(g)
         assert r.status_code == 503 and "serving continues" in r.json()["detail"]
     finally:
-        g.store.close()
+        g.close()

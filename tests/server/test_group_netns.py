@@ -55,16 +55,21 @@ def namespaces():
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
+TOKEN = "netns-cell-credential-" + "z" * 24
+"""Beyond loopback auth is on: every member, and the test's calls, carry the cell credential."""
+
+
 def in_ns(ns: str, dev: str, *args: str, log) -> subprocess.Popen:
-    env = dict(os.environ, GLOO_SOCKET_IFNAME=dev)
+    env = dict(os.environ, GLOO_SOCKET_IFNAME=dev, LLMCELL_CELL_TOKEN=TOKEN)
     return subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "llmcell.cli",
                              *args], stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def request(ns: str, url: str, body: dict | None = None, timeout: float = 60) -> dict:
     code = ("import httpx, json, sys; b = json.loads(sys.argv[2]); "
-            "r = httpx.post(sys.argv[1], json=b, timeout=60) if b else "
-            "httpx.get(sys.argv[1], timeout=5); print(json.dumps(r.json()))")
+            f"h = {{'Authorization': 'Bearer {TOKEN}'}}; "
+            "r = httpx.post(sys.argv[1], json=b, timeout=60, headers=h) if b else "
+            "httpx.get(sys.argv[1], timeout=5, headers=h); print(json.dumps(r.json()))")
     r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code, url,
                         json.dumps(body or {})], capture_output=True, text=True, timeout=timeout)
     if r.returncode:

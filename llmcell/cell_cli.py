@@ -1,0 +1,243 @@
+"""The cell's verbs: `llmcell admin`, `llmcell gateway`, `llmcell up` and `llmcell keys`, and the
+flags every member of a cell shares (its credential); `llmcell/cli.py` adds them to the parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import httpx
+
+from llmcell.config.security import ENV as CELL_TOKEN_ENV
+from llmcell.config.security import CellSecurity
+from llmcell.protocol.auth import KEY, new_key
+
+ADMIN_KEY_ENV = "LLMCELL_ADMIN_KEY"
+"""An API key the admin stores with the admin role at start (a Kubernetes Secret's)."""
+API_KEY_ENV = "LLMCELL_API_KEY"
+"""The key `llmcell keys` (and the OpenAI client) send."""
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 512M)") from None
+
+
+def add_security_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cell-token-file", default=None,
+                   help=f"the cell credential (default: ${CELL_TOKEN_ENV}); with it, auth is on: "
+                        "API keys on the gateway, the credential between members")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve without the credential even beyond loopback")
+
+
+def security(args: argparse.Namespace) -> CellSecurity:
+    return CellSecurity.from_sources(os.environ, args.cell_token_file, args.no_auth)
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmcell.admin.main import run
+    from llmcell.config.admin import AdminConfig, default_state_path
+
+    bootstrap = None
+    if args.admin_key_file:
+        bootstrap = Path(args.admin_key_file).read_text().strip()
+    elif os.environ.get(ADMIN_KEY_ENV):
+        bootstrap = os.environ[ADMIN_KEY_ENV].strip()
+    if bootstrap is not None and not KEY.match(bootstrap):
+        raise ValueError("the bootstrap admin key is not an sk-llmcell- key (make one with "
+                         "`llmcell keys new key`)")
+    return run(AdminConfig(host=args.host, port=args.port,
+                           state_path=Path(args.state) if args.state else default_state_path(),
+                           heartbeat_interval=args.heartbeat_interval,
+                           missed_heartbeats=args.missed_heartbeats,
+                           kv_reserve_bytes=args.kv_reserve,
+                           bytes_per_param=args.bytes_per_param, security=security(args),
+                           bootstrap_admin_key=bootstrap, model_roots=tuple(args.model_root),
+                           audit_path=Path(args.audit_log) if args.audit_log else None))
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from llmcell.config.gateway import GatewayConfig
+    from llmcell.gateway.main import run
+
+    return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
+                             sax_compat=args.sax_compat, retries=args.retries,
+                             advertise=args.advertise, security=security(args),
+                             tls_cert=args.tls_cert, tls_key=args.tls_key))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from llmcell.config.admin import default_state_path
+    from llmcell.local_cell import CellPlan, run
+
+    return run(CellPlan(servers=args.servers, host=args.host, gateway_port=args.port,
+                        admin_port=args.admin_port, model=args.model, replicas=args.replicas,
+                        state_path=Path(args.state) if args.state else
+                        default_state_path().with_name("up.sqlite3"),
+                        policy=args.policy, threads=args.threads,
+                        group_size=args.group_size, drain_timeout=args.drain_timeout,
+                        auth=args.auth))
+
+
+def add_cell_parsers(sub) -> None:
+    a = sub.add_parser("admin", help="run the admin (control plane) of a cell",
+                       description="Track model servers, place published models on them, keep "
+                                   "the cell's state in SQLite.")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    a.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
+    a.add_argument("--state", default=None,
+                   help="SQLite state file (default: ~/.local/state/llmcell/admin.sqlite3)")
+    a.add_argument("--heartbeat-interval", type=float, default=1.0,
+                   help="seconds between server heartbeats (default: %(default)s)")
+    a.add_argument("--missed-heartbeats", type=int, default=3,
+                   help="heartbeats a server may miss before it is dead (default: %(default)s)")
+    a.add_argument("--bytes-per-param", type=float, default=4.0,
+                   help="bytes of memory per parameter when sizing a replica: 4 fp32, 2 bf16, "
+                        "1 int8 (default: %(default)s)")
+    a.add_argument("--kv-reserve", type=parse_size, default=512 << 20,
+                   help="KV-cache memory counted per replica when placing (default: 512MiB)")
+    a.add_argument("--model-root", action="append", default=[], metavar="DIR",
+                   help="a folder published model sources may be under (repeatable; the "
+                        "built-in aliases are always allowed)")
+    a.add_argument("--admin-key-file", default=None,
+                   help=f"an sk-llmcell- key stored with the admin role at start (default: "
+                        f"${ADMIN_KEY_ENV}); needs auth on")
+    a.add_argument("--audit-log", default=None,
+                   help="JSON lines of admin actions (default: beside --state, *.audit.jsonl)")
+    add_security_flags(a)
+    a.set_defaults(func=cmd_admin)
+
+    g = sub.add_parser("gateway", help="run the gateway (Saxml REST + OpenAI API)",
+                       description="The cell's front door: Saxml REST and the OpenAI API, routed "
+                                   "across replicas with failover.")
+    g.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    g.add_argument("--port", type=int, default=8888, help="port (default: %(default)s)")
+    g.add_argument("--policy", default="least_load",
+                   choices=["round_robin", "least_load", "prefix_affinity"],
+                   help="routing policy (default: %(default)s)")
+    g.add_argument("--sax-compat", default="v2", choices=["v1", "v2"],
+                   help="Saxml REST dialect without an X-Sax-Compat header (default: v2)")
+    g.add_argument("--retries", type=int, default=2,
+                   help="other replicas tried when one fails (default: %(default)s)")
+    g.add_argument("--advertise", default=None,
+                   help="URL the admin lists this gateway at for Prometheus discovery "
+                        "(default: http://host:port)")
+    g.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS")
+    g.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    add_security_flags(g)
+    g.set_defaults(func=cmd_gateway)
+
+    u = sub.add_parser("up", help="run a whole cell locally (admin, servers, gateway)",
+                       description="Admin + model servers + gateway as separate processes; "
+                                   "publishes the default model as /sax/test/smollm2.")
+    u.add_argument("--servers", type=int, default=1, help="model servers (default: 1)")
+    u.add_argument("--replicas", type=int, default=1, help="replicas to publish (default: 1)")
+    u.add_argument("--model", default="smollm2-135m-instruct", help="model source to publish")
+    u.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    u.add_argument("--port", type=int, default=8888, help="gateway port (default: %(default)s)")
+    u.add_argument("--admin-port", type=int, default=10000, help="admin port (default: 10000)")
+    u.add_argument("--state", default=None, help="admin SQLite state file")
+    u.add_argument("--policy", default="least_load",
+                   choices=["round_robin", "least_load", "prefix_affinity"])
+    u.add_argument("--threads", type=int, default=0,
+                   help="CPU threads split across the servers; 0 = the CPUs this process may use")
+    u.add_argument("--drain-timeout", type=float, default=5.0,
+                   help="seconds the servers finish running requests on Ctrl-C (default: 5)")
+    u.add_argument("--group-size", type=int, default=1,
+                   help="processes per model server: a tensor-parallel group (default: 1)")
+    u.add_argument("--auth", action="store_true",
+                   help="turn auth on: a cell credential for the members (kept beside --state) "
+                        "and an admin API key, printed once")
+    u.set_defaults(func=cmd_up)
+    add_keys_parser(sub)
+
+
+
+
+# ---- llmcell keys --------------------------------------------------------------------------------
+def _admin_call(args: argparse.Namespace, method: str, path: str, body: dict | None = None):
+    token = args.api_key or os.environ.get(API_KEY_ENV) or security(args).cell_token
+    if token is None:
+        raise ValueError(f"no credential: give --api-key (or ${API_KEY_ENV}) with an admin key, "
+                         f"or the cell credential (--cell-token-file or ${CELL_TOKEN_ENV})")
+    try:
+        r = httpx.request(method, args.admin.rstrip("/") + path, json=body, timeout=30.0,
+                          headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as e:
+        raise ValueError(f"the admin at {args.admin} is unreachable: {e}") from None
+    data = r.json()
+    if r.status_code != 200:
+        raise ValueError(f"{method} {path}: HTTP {r.status_code}: {data.get('detail', data)}")
+    return data
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 30d, 12h)") from None
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    if args.action == "new":  # made here, for a Secret: a key, or a cell credential
+        print(new_key() if args.what == "key" else new_key()[len("sk-llmcell-"):])
+        return 0
+    if args.action == "list":
+        for record in _admin_call(args, "GET", "/keys"):
+            print(json.dumps(record))
+        return 0
+    if args.action == "revoke":
+        print(json.dumps(_admin_call(args, "DELETE", f"/keys/{args.key_id}")))
+        return 0
+    if args.action == "rotate":
+        made = _admin_call(args, "POST", f"/keys/{args.key_id}/rotate")
+    else:
+        made = _admin_call(args, "POST", "/keys", {
+            "tenant": args.tenant, "role": args.role, "models": args.models or [],
+            "rpm": args.rpm, "tpm": args.tpm, "expires_in": args.expires})
+    key = made.pop("key")
+    print(json.dumps(made), file=sys.stderr)
+    print(key)  # shown this once: the admin keeps only its hash
+    return 0
+
+
+def add_keys_parser(sub) -> None:
+    k = sub.add_parser("keys", help="API keys: create, list, revoke, rotate",
+                       description="Manage the cell's API keys on its admin. A new key is "
+                                   "printed once (stdout); the admin keeps only its hash.")
+    k.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
+    k.add_argument("--api-key", default=None, help=f"an admin key (default: ${API_KEY_ENV})")
+    add_security_flags(k)
+    actions = k.add_subparsers(dest="action", required=True)
+    c = actions.add_parser("create", help="a new key for a tenant")
+    c.add_argument("--tenant", required=True)
+    c.add_argument("--role", default="user", choices=["viewer", "user", "admin"])
+    c.add_argument("--models", action="append", metavar="GLOB",
+                   help="Sax model paths or globs the key may use (repeatable; default: all)")
+    c.add_argument("--rpm", type=int, default=None, help="requests per minute")
+    c.add_argument("--tpm", type=int, default=None, help="tokens per minute")
+    c.add_argument("--expires", type=_duration, default=None,
+                   help="lifetime, e.g. 30d, 12h (default: never)")
+    actions.add_parser("list", help="every key, without secrets")
+    for name, what in (("revoke", "refuse this key from now on"),
+                       ("rotate", "a new key in place of this one (which is revoked)")):
+        a = actions.add_parser(name, help=what)
+        a.add_argument("key_id")
+    n = actions.add_parser("new", help="print a fresh key or cell credential (for a Secret)")
+    n.add_argument("what", choices=["key", "cell-token"])
+    k.set_defaults(func=cmd_keys)

@@ -1,0 +1,65 @@
+"""How a component proves it belongs to the cell, and whether it asks callers to prove it.
+
+Every member of a cell (admin, gateways, model servers) shares one secret, the cell credential:
+they send it to each other as `Authorization: Bearer <credential>`, and API keys are checked
+only where it is set (auth on). Without it a component serves anyone, which is allowed on
+loopback only (`make run`) unless `allow_unauthenticated` says so explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+ENV = "LLMCELL_CELL_TOKEN"
+"""Where a component finds the cell credential when no file is given (a Kubernetes Secret is
+mounted as this variable)."""
+MIN_TOKEN_CHARS = 32
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class CellSecurity:
+    cell_token: str | None = None
+    allow_unauthenticated: bool = False
+    """Serve without the credential beyond loopback (`--no-auth`): for a network of its own."""
+
+    def __post_init__(self) -> None:
+        if self.cell_token is not None and (len(self.cell_token) < MIN_TOKEN_CHARS
+                                            or any(c.isspace() for c in self.cell_token)):
+            raise ValueError(f"cell_token must be at least {MIN_TOKEN_CHARS} characters "
+                             "without spaces (it has "
+                             f"{len(self.cell_token)}); make one with `llmcell keys new cell-token`")
+
+    @property
+    def auth(self) -> bool:
+        return self.cell_token is not None
+
+    def check_exposure(self, host: str) -> None:
+        """ValueError when `host` listens beyond loopback with auth off, unasked."""
+        if not self.auth and not self.allow_unauthenticated and not is_loopback(host):
+            raise ValueError(f"host={host!r} listens beyond loopback without the cell credential "
+                             f"(--cell-token-file or ${ENV}); give one, or --no-auth to serve "
+                             "anyone who reaches it")
+
+    def headers(self) -> dict[str, str]:
+        """What this member sends with its calls to the others."""
+        return {"Authorization": f"Bearer {self.cell_token}"} if self.cell_token else {}
+
+    @classmethod
+    def from_sources(cls, env: Mapping[str, str], token_file: str | None,
+                     no_auth: bool = False) -> "CellSecurity":
+        """From `--cell-token-file` (its first line), else `$LLMCELL_CELL_TOKEN`."""
+        token = None
+        if token_file:
+            try:
+                token = Path(token_file).read_text().strip()
+            except OSError as e:
+                raise ValueError(f"cell_token_file={token_file!r}: {e.strerror}") from None
+        elif env.get(ENV):
+            token = env[ENV].strip()
+        return cls(token or None, no_auth)

@@ -1,0 +1,75 @@
+"""The gateway over HTTPS: the official `openai` client with the CA file talks to it; plain HTTP
+to the TLS port fails at once, and the gateway keeps serving. Certificates are made by the test
+(a CA and a server certificate for 127.0.0.1)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+import time
+
+import httpx
+import openai
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.cell.conftest import Proc
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def make_certs(folder) -> tuple[str, str, str]:
+    """(CA certificate, server certificate, server key) as PEM files."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("llmcell test CA"))
+          .issuer_name(_name("llmcell test CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now)
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [folder / "ca.pem", folder / "server.pem", folder / "server.key"]
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return tuple(str(p) for p in paths)
+
+
+def test_the_openai_client_talks_https_to_the_gateway(cell, tmp_path):
+    ca, cert, key = make_certs(tmp_path)
+    cell.start_admin()
+    gateway = Proc("gateway", "--admin", cell.admin.url, "--tls-cert", cert, "--tls-key", key)
+    cell.procs.append(gateway)
+    https = f"https://127.0.0.1:{gateway.port}"
+    trust = ssl.create_default_context(cafile=ca)
+    for _ in range(200):
+        try:
+            httpx.get(https + "/health", verify=trust, timeout=1).raise_for_status()
+            break
+        except httpx.HTTPError:
+            if gateway.proc.poll() is not None:
+                raise AssertionError(gateway.output())
+            time.sleep(0.05)
+    with openai.OpenAI(base_url=https + "/v1", api_key="unused",
+                       http_client=httpx.Client(verify=trust), max_retries=0) as client:
+        assert client.models.list().data == []  # nothing published: an empty list, over TLS
+    with pytest.raises(httpx.HTTPError):  # plain HTTP to the TLS port: refused, not a hang
+        httpx.get(f"http://127.0.0.1:{gateway.port}/health", timeout=30)
+    with pytest.raises(httpx.ConnectError):  # a client that does not trust the CA refuses it
+        httpx.get(https + "/health", timeout=5)
+    assert httpx.get(https + "/health", verify=trust, timeout=5).status_code == 200

@@ -1,0 +1,83 @@
+"""A whole gateway app in process: the real admin app behind it (over `httpx.ASGITransport`,
+its SQLite store in a temporary folder) and replicas that are `httpx.MockTransport` handlers
+answering chat completions. No processes, no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+from starlette.testclient import TestClient
+
+from llmcell.admin.app import create_admin_app
+from llmcell.admin.registry import CellRegistry
+from llmcell.admin.store import ModelStore
+from llmcell.config.admin import AdminConfig
+from llmcell.config.gateway import GatewayConfig
+from llmcell.config.security import CellSecurity
+from llmcell.gateway.app import create_gateway_app
+
+MODEL = "/sax/test/m"
+SOURCE = "smollm2-135m-instruct"
+
+
+class Gateway:
+    def __init__(self, tmp_path, token: str | None = None, admin_up: bool = True,
+                 bootstrap: str | None = None) -> None:
+        security = CellSecurity(token)
+        self.cell = security.headers()
+        config = AdminConfig(state_path=tmp_path / "admin.sqlite3", security=security,
+                             bootstrap_admin_key=bootstrap)
+        self.store = ModelStore(config.state_path)
+        self.admin_app = create_admin_app(config, CellRegistry(self.store, config.dead_after,
+                                                               time.monotonic()))
+        self.admin_up = admin_up
+        self.chats: list[dict] = []  # what the replicas were sent
+        self.replica_headers: list[dict] = []
+        self.app = create_gateway_app(
+            GatewayConfig(admin="http://admin", security=security),
+            httpx.MockTransport(self._admin), httpx.MockTransport(self._replica))
+        self.view = self.app.state.view
+        self.client = TestClient(self.app)
+        self.admin = TestClient(self.admin_app, headers=self.cell)  # the admin, as a member
+
+    async def _admin(self, request: httpx.Request) -> httpx.Response:
+        if not self.admin_up:
+            raise httpx.ConnectError("refused", request=request)
+        transport = httpx.ASGITransport(self.admin_app)
+        return await transport.handle_async_request(request)
+
+    def _replica(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.chats.append(body)
+        self.replica_headers.append(dict(request.headers))
+        return httpx.Response(200, json={"choices": [{
+            "index": 0, "message": {"role": "assistant", "content": "Paris"},
+            "logprobs": {"content": [{"token": "Par", "logprob": -0.5},
+                                     {"token": "is", "logprob": -0.25}]},
+            "finish_reason": "stop"}]})
+
+    def refresh(self) -> None:
+        asyncio.run(self.view.refresh())  # the gateway follows the admin's routes and keys
+
+    def publish(self, model: str = MODEL) -> None:
+        r = self.admin.post("/models", json={"model": model, "model_path": SOURCE,
+                                             "checkpoint": "None", "replicas": 1})
+        assert r.status_code == 200, r.text
+
+    def serve(self) -> None:
+        """A server joins the admin and reports its replicas ready at http://r0."""
+        self.admin.post("/cell/servers", json={"server": {
+            "id": "r0", "address": "http://r0", "engine": "builtin", "memory_bytes": 8 << 30,
+            "group_size": 1, "models": ["*"]}}).raise_for_status()
+        assigned = self.admin.post("/cell/servers/r0/heartbeat", json={"replicas": []}).json()
+        ready = [dict(a, state="ready", error="", running=0, waiting=0)
+                 for a in assigned["assignments"]]
+        self.admin.post("/cell/servers/r0/heartbeat",
+                        json={"replicas": ready}).raise_for_status()
+        self.refresh()
+
+    def close(self) -> None:
+        self.store.close()
