@@ -11,6 +11,7 @@ import sys
 import httpx
 
 from llmcell.config.security import ENV as CELL_TOKEN_ENV
+from llmcell import encryption
 from llmcell.config.security import CellSecurity
 from llmcell.protocol.auth import KEY, new_key
 
@@ -64,6 +65,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            kv_reserve_bytes=args.kv_reserve,
                            bytes_per_param=args.bytes_per_param, security=security(args),
                            bootstrap_admin_key=bootstrap, model_roots=tuple(args.model_root),
+                           model_key_file=args.model_key_file,
                            audit_path=Path(args.audit_log) if args.audit_log else None))
 
 
@@ -115,6 +117,8 @@ def add_cell_parsers(sub) -> None:
     a.add_argument("--admin-key-file", default=None,
                    help=f"an sk-llmcell- key stored with the admin role at start (default: "
                         f"${ADMIN_KEY_ENV}); needs auth on")
+    a.add_argument("--model-key-file", default=None,
+                   help="master key of encrypted model files, to size them at publish")
     a.add_argument("--audit-log", default=None,
                    help="JSON lines of admin actions (default: beside --state, *.audit.jsonl)")
     add_security_flags(a)
@@ -194,8 +198,19 @@ def _duration(text: str) -> float:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    if args.action == "new":  # made here, for a Secret: a key, or a cell credential
-        print(new_key() if args.what == "key" else new_key()[len("sk-llmcell-"):])
+    if args.action == "new":  # made here, for a Secret
+        made = {"key": new_key, "cell-token": lambda: new_key()[len("sk-llmcell-"):],
+                "master-key": encryption.new_master_key}[args.what]
+        print(made())
+        return 0
+    if args.action == "encrypt-model":
+        encryption.encrypt_file(args.source, args.destination, encryption.read_key(args.key_file))
+        print(f"wrote {args.destination} (AES-256-GCM); serve it with --model-key-file",
+              file=sys.stderr)
+        return 0
+    if args.action == "rewrap":
+        encryption.rewrap(args.file, encryption.read_key(args.key_file),
+                          encryption.read_key(args.new_key_file))
         return 0
     if args.action == "list":
         for record in _admin_call(args, "GET", "/keys"):
@@ -238,6 +253,18 @@ def add_keys_parser(sub) -> None:
                        ("rotate", "a new key in place of this one (which is revoked)")):
         a = actions.add_parser(name, help=what)
         a.add_argument("key_id")
-    n = actions.add_parser("new", help="print a fresh key or cell credential (for a Secret)")
-    n.add_argument("what", choices=["key", "cell-token"])
+    n = actions.add_parser("new", help="print a fresh API key, cell credential or master key "
+                                       "(for a Secret)")
+    n.add_argument("what", choices=["key", "cell-token", "master-key"])
+    e = actions.add_parser("encrypt-model", help="encrypt a model file under a master key "
+                                                 "(AES-256-GCM; servers read it with "
+                                                 "--model-key-file, in memory only)")
+    e.add_argument("source")
+    e.add_argument("destination")
+    e.add_argument("--key-file", required=True, help="the master key")
+    r = actions.add_parser("rewrap", help="rotate an encrypted file's master key (the body is "
+                                          "not rewritten)")
+    r.add_argument("file")
+    r.add_argument("--key-file", required=True, help="the current master key")
+    r.add_argument("--new-key-file", required=True, help="the new master key")
     k.set_defaults(func=cmd_keys)

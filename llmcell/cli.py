@@ -39,6 +39,8 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-weight-cache", action="store_true",
                    help="dequantize a GGUF file's weights at every start instead of keeping them "
                         "in the per-machine cache (~/.cache/llmcell/weights)")
+    g.add_argument("--model-key-file", default=None,
+                   help="master key of an encrypted --model (`llmcell keys encrypt-model`)")
     g.add_argument("--kv-cache-memory", type=parse_size, default=EngineConfig.kv_cache_memory,
                    help="bytes for the KV cache, e.g. 2GiB (default: 2GiB)")
     g.add_argument("--max-model-len", type=int, default=0,
@@ -67,6 +69,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=not args.no_prefix_caching, step_hold_ms=args.step_hold_ms,
         attention_backend=args.attention_backend, omp_spin_count=args.omp_spin_count,
+        model_key_file=args.model_key_file,
         **({"weight_cache_dir": None} if args.no_weight_cache else {}),
         show_progress=sys.stderr.isatty())
 

@@ -17,11 +17,13 @@ from llmcell.admin.placement import ModelSpec
 from llmcell.admin.registry import CellRegistry
 from llmcell.admin.sizing import replica_size, under_roots
 from llmcell.config.admin import AdminConfig
+from llmcell.encryption import read_key
 from llmcell.protocol.saxml import CELL_PATH, SaxError, model_name, parse_publish
 
 
 def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> list[Route]:
     now = time.monotonic
+    model_key = read_key(config.model_key_file) if config.model_key_file else None
 
     def listcell(spec: ModelSpec) -> dict:
         return {"model": spec.model, "model_path": spec.model_path,
@@ -35,18 +37,19 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
             raise AdminError(e.status, e.message) from None
         external = (registry.external_memory(req.model_path) if req.checkpoint == "None"
                     else None)
-        for key, value in (("model_path", req.model_path), ("checkpoint", req.checkpoint)):
+        for field, value in (("model_path", req.model_path), ("checkpoint", req.checkpoint)):
             if value == "None" or under_roots(value, config.model_roots):
                 continue
-            if key == "model_path" and external is not None:  # a name an external engine serves
+            if field == "model_path" and external is not None:  # a name an external engine serves
                 return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external)
-            raise AdminError(400, f"model {req.model}: {key} {value!r} is not under a model root "
+            raise AdminError(400, f"model {req.model}: {field} {value!r} is not under a model root "
                                   "(the admin's --model-root folders) nor a built-in alias"
                                   + (", and no joined server's external engine serves it under "
-                                     "that name" if key == "model_path" else ""))
+                                     "that name" if field == "model_path" else ""))
         try:
             size = await asyncio.to_thread(replica_size, req.model_path, req.checkpoint,
-                                           config.bytes_per_param, config.kv_reserve_bytes)
+                                           config.bytes_per_param, config.kv_reserve_bytes,
+                                           model_key)
         except (ValueError, OSError) as e:
             if external is None:
                 raise AdminError(400, f"model {req.model}: cannot load its source: {e}; nor does "

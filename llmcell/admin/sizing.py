@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmcell.encryption import decrypt_file, is_encrypted
 from llmcell.engine.loader.gguf_file import GGUFFile
 from llmcell.engine.loader.registry import MODEL_ALIASES, resolve_model_path
 
@@ -23,7 +24,14 @@ class ModelSize:
     memory_bytes: int
 
 
-def count_params(path: Path) -> int:
+def count_params(path: Path, key: bytes | None = None) -> int:
+    """Parameters of a model source, from its headers (an encrypted file's: with `key`)."""
+    if is_encrypted(path):
+        if key is None:
+            raise ValueError(f"{path} is encrypted: the admin needs its master key "
+                             "(--model-key-file) to size it")
+        data = decrypt_file(path, key)
+        return sum(math.prod(t.shape) for t in GGUFFile(path, data).tensors.values())
     if path.is_dir():
         files = sorted(path.glob("*.safetensors"))
         if not files:
@@ -41,10 +49,10 @@ def count_params(path: Path) -> int:
 
 
 def replica_size(model_path: str, checkpoint: str, bytes_per_param: float,
-                 kv_reserve_bytes: int) -> ModelSize:
+                 kv_reserve_bytes: int, key: bytes | None = None) -> ModelSize:
     """Raises ValueError naming the source when it does not exist or cannot be read."""
     source = resolve_model_path(model_path if checkpoint == "None" else checkpoint)
-    params = count_params(source)
+    params = count_params(source, key)
     return ModelSize(source, params, int(params * bytes_per_param) + kv_reserve_bytes)
 
 

@@ -54,6 +54,9 @@ class EngineConfig:
     weight_cache_dir: str | None = field(default_factory=lambda: default_weight_cache_dir())
     """Where a GGUF file's dequantized weights are kept between starts (about 4 bytes per
     parameter; the first start writes them). None: dequantize at every start."""
+    model_key_file: str | None = None
+    """The master key of an encrypted model file (`llmcell keys encrypt-model`): decrypted in
+    memory, never cached or written in the clear."""
     show_progress: bool = False
     """Print a loading progress bar (to stderr) while weights load."""
 

@@ -21,6 +21,7 @@ from llmcell.engine.detokenizer import IncrementalDetokenizer
 from llmcell.engine.cpu_share import usable_cpus
 from llmcell.engine.device import resolve_dtype
 from llmcell.engine.kv_cache import BlockManager
+from llmcell.encryption import read_key
 from llmcell.engine.loader import load_checkpoint
 from llmcell.engine.loader.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
@@ -65,7 +66,8 @@ class EngineCore:
                 presharded = True
                 keep = partial(shard_tensor, rank=tp.rank, size=tp.size)
             cache = Path(config.weight_cache_dir) if config.weight_cache_dir else None
-            checkpoint = load_checkpoint(config.model, progress, keep, cache)
+            key = read_key(config.model_key_file) if config.model_key_file else None
+            checkpoint = load_checkpoint(config.model, progress, keep, cache, key)
         self.model_config = checkpoint.config
         self.tokenizer: Tokenizer = checkpoint.tokenizer
         self.model = self._checked_model(config, checkpoint, dtype, device, tp, presharded)

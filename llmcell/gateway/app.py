@@ -23,6 +23,7 @@ from llmcell.gateway.openai_routes import openai_routes
 from llmcell.gateway.saxml_routes import saxml_routes
 from llmcell.gateway.view import CellView
 from llmcell.metrics.gateway import GatewayMetrics, MetricsMiddleware
+from llmcell.protocol.openapi import gateway_openapi
 from llmcell.protocol.saxml import SaxError
 from llmcell.router import make_policy
 from llmcell.edge.auth import AuthError, Authenticator, AuthMiddleware
@@ -56,6 +57,11 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
     async def prometheus(request: Request) -> Response:
         return metrics_response(metrics.render())
 
+    document = gateway_openapi()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
     @asynccontextmanager
     async def lifespan(app):
         follower = asyncio.create_task(view.follow())
@@ -79,7 +85,8 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
             rules=RULES, default=DEFAULT, error=refuse))
     app = Starlette(
         routes=[Route("/health", health, methods=["GET"]),
-                Route("/metrics", prometheus, methods=["GET"]), *sax,
+                Route("/metrics", prometheus, methods=["GET"]),
+                Route("/openapi.json", openapi, methods=["GET"]), *sax,
                 *openai_routes(view, forwarder, config.max_body_bytes, config.prefix_chars)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,

@@ -14,6 +14,7 @@ from llmcell.protocol.saxml import SaxError
 RULES = [
     ("GET", "/health", OPEN),
     ("GET", "/", OPEN),
+    ("GET", "/openapi.json", OPEN),
     ("GET", "/metrics", "viewer"),
     ("GET", "/v1/models*", "viewer"),
     ("*", "/listcell", "viewer"),

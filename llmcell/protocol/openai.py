@@ -15,6 +15,8 @@ from llmcell.protocol.errors import APIError, invalid
 from llmcell.protocol.sampling import Range, SamplingError, SamplingParams
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+MAX_PROMPTS = 64
+"""Prompts one /v1/completions request may hold."""
 
 
 @dataclass
@@ -77,11 +79,20 @@ def _refuse(body: dict, names: tuple[str, ...]) -> None:
             raise invalid(f"'{name}' is not supported by this server", name)
 
 
+_TOKEN_ID = Range(True, 0)
+
+
 def _token_ids(value: Any, name: str) -> list[int]:
-    if not isinstance(value, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
-        raise invalid(f"'{name}' must be a list of non-negative integer token ids", name)
-    return value
+    try:
+        if not isinstance(value, list):
+            raise SamplingError(name, "")
+        return [_TOKEN_ID.check(name, t) for t in value]
+    except SamplingError:
+        raise invalid(f"'{name}' must be a list of non-negative integer token ids", name) from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 COMPLETIONS_MAX_TOKENS = 16
@@ -192,7 +203,7 @@ def parse_completion(body: Any) -> CompletionRequest:
         prompts: list = [prompt]
     elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         prompts = list(prompt)
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+    elif isinstance(prompt, list) and prompt and all(_is_number(p) for p in prompt):
         prompts = [_token_ids(prompt, "prompt")]
     elif isinstance(prompt, list) and prompt and all(isinstance(p, list) for p in prompt):
         prompts = [_token_ids(p, "prompt") for p in prompt]
@@ -201,8 +212,9 @@ def parse_completion(body: Any) -> CompletionRequest:
                       "list of token-id lists", "prompt")
     if any(len(p) == 0 for p in prompts):
         raise invalid("'prompt' must not be empty", "prompt")
-    if len(prompts) > 64:
-        raise invalid(f"'prompt' holds {len(prompts)} prompts; at most 64 are allowed", "prompt")
+    if len(prompts) > MAX_PROMPTS:
+        raise invalid(f"'prompt' holds {len(prompts)} prompts; at most {MAX_PROMPTS} are allowed",
+                      "prompt")
     sampling = parse_sampling(body, chat=False)
     best_of = _int(body, "best_of", 1)
     if best_of is not None and best_of != sampling.n:

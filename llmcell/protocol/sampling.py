@@ -41,6 +41,8 @@ class Range:
 
     def check(self, name: str, value: object) -> int | float:
         kind = "an integer" if self.integer else "a number"
+        if self.integer and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON has one number type: 1.0 is the integer 1 (as JSON Schema)
         if isinstance(value, bool) or not isinstance(value, int if self.integer else (int, float)):
             raise SamplingError(name, f"must be {kind}, got {value!r}")
         if not math.isfinite(value):
@@ -101,11 +103,15 @@ class SamplingParams:
                 object.__setattr__(self, name, rule.check(name, value))
         object.__setattr__(self, "stop", _stop(self.stop))
         ids = self.stop_token_ids
-        if not isinstance(ids, (list, tuple)) or not all(
-                isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids):
+        token = Range(True, 0)
+        try:
+            if not isinstance(ids, (list, tuple)):
+                raise SamplingError("stop_token_ids", "")
+            ids = tuple(token.check("stop_token_ids", t) for t in ids)
+        except SamplingError:
             raise SamplingError("stop_token_ids", "must be a list of non-negative integer token "
-                                                  "ids")
-        object.__setattr__(self, "stop_token_ids", tuple(ids))
+                                                  "ids") from None
+        object.__setattr__(self, "stop_token_ids", ids)
         for name in ("ignore_eos", "skip_special_tokens", "include_stop_str_in_output"):
             if not isinstance(getattr(self, name), bool):
                 raise SamplingError(name, f"must be a boolean, got {getattr(self, name)!r}")

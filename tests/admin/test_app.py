@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from llmcell.admin.app import create_admin_app
 from llmcell.admin.registry import CellRegistry
 from llmcell.admin.store import ModelStore
+from llmcell.admin.sizing import count_params
 from llmcell.config.admin import AdminConfig
 
 MODEL = "/sax/test/m"
@@ -106,3 +107,26 @@ def test_publish_reads_only_under_the_model_roots(admin, tmp_path):
 def test_an_unknown_server_heartbeat_is_404(admin):
     r = admin.post("/cell/servers/ghost/heartbeat", json={"replicas": []})
     assert r.status_code == 404
+
+
+def test_an_encrypted_source_is_sized_with_the_admins_master_key(tmp_path):
+    from llmcell import encryption
+    from llmcell.engine.loader.registry import resolve_model_path
+
+    (tmp_path / "master.key").write_text(encryption.new_master_key())
+    key = encryption.read_key(tmp_path / "master.key")
+    sealed = tmp_path / "m.gguf.enc"
+    encryption.encrypt_file(resolve_model_path(SOURCE), sealed, key)
+    body = {"model": MODEL, "model_path": str(sealed), "checkpoint": "None", "replicas": 1}
+    for key_file, status, words in ((None, 400, "needs its master key"),
+                                    (str(tmp_path / "master.key"), 200, "")):
+        config = AdminConfig(state_path=tmp_path / f"{status}.sqlite3",
+                             model_roots=(str(tmp_path),), model_key_file=key_file)
+        store = ModelStore(config.state_path)
+        client = TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
+                                                                  time.monotonic())))
+        r = client.post("/models", json=body)
+        store.close()
+        assert r.status_code == status and words in r.text, r.text
+    plain = count_params(resolve_model_path(SOURCE))
+    assert r.json()["memory_bytes"] == int(plain * config.bytes_per_param) + config.kv_reserve_bytes

@@ -39,10 +39,13 @@ class GGUFTensor:
 
 
 class GGUFFile:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, data: bytes | bytearray | None = None) -> None:
+        """`data`: the file's bytes, already in memory (a decrypted file); else `path` is
+        mapped."""
         self.path = Path(path)
         try:
-            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r") if data is None else \
+                np.frombuffer(data, dtype=np.uint8)
         except (OSError, ValueError) as e:
             raise GGUFError(f"{self.path}: cannot open ({e})") from e
         self._buf = memoryview(self._mm)

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmcell.encryption import decrypt_file, is_encrypted
+
 if TYPE_CHECKING:  # weights import torch: only when a checkpoint is loaded
     from llmcell.engine.loader.weights import Checkpoint, Keep, Progress
 
@@ -41,13 +43,20 @@ def resolve_model_path(model: str) -> Path:
 
 
 def load_checkpoint(model: str, progress: Progress | None = None,
-                    keep: Keep | None = None, cache_dir: Path | None = None) -> Checkpoint:
-    """`cache_dir`: keep a GGUF file's dequantized weights there between starts (None: never)."""
+                    keep: Keep | None = None, cache_dir: Path | None = None,
+                    key: bytes | None = None) -> Checkpoint:
+    """`cache_dir`: keep a GGUF file's dequantized weights there between starts (None: never).
+    `key`: the master key of an encrypted GGUF file (llmcell/encryption.py), decrypted in memory
+    and never cached."""
     from llmcell.engine.loader.weights import load_gguf, load_hf_dir
 
     path = resolve_model_path(model)
     if path.is_dir():
         return load_hf_dir(path, progress, keep)
+    if is_encrypted(path):
+        if key is None:
+            raise ValueError(f"{path} is encrypted: give its master key (model_key_file)")
+        return load_gguf(path, progress, keep, None, decrypt_file(path, key))
     if path.suffix.lower() != ".gguf":
         raise ValueError(f"{path}: expected a .gguf file or a Hugging Face model directory")
     return load_gguf(path, progress, keep, cache_dir)

@@ -112,9 +112,12 @@ def gguf_model_config(f: GGUFFile) -> ModelConfig:
 
 
 def load_gguf(path: Path, progress: Progress | None = None, keep: Keep | None = None,
-              cache_dir: Path | None = None) -> Checkpoint:
-    """`cache_dir`: where dequantized weights are kept between starts (`weight_cache.py`)."""
-    f = GGUFFile(path)
+              cache_dir: Path | None = None, data: bytearray | None = None) -> Checkpoint:
+    """`cache_dir`: where dequantized weights are kept between starts (`weight_cache.py`);
+    `data`: the file's bytes when they are in memory only (a decrypted file: never cached)."""
+    f = GGUFFile(path, data)
+    if data is not None:
+        cache_dir = None  # the cache would hold the weights in the clear
     config = gguf_model_config(f)
     tokenizer = Tokenizer.from_gguf(f, path)
     jobs: list[tuple[str, GGUFTensor, int | None]] = []

@@ -1,0 +1,123 @@
+"""The gateway's public API as an OpenAPI 3.1 document, generated from the wire types: the
+sampling ranges (`protocol/sampling.py`), the roles and limits of the OpenAI requests
+(`protocol/openai.py`) and the Saxml shapes (`protocol/saxml.py`), so the document cannot drift
+from what the parsers accept. Served on the gateway as `/openapi.json`; a fuzzing test feeds it
+to schemathesis."""
+
+from __future__ import annotations
+
+from llmcell.protocol.auth import MAX_HEADER
+from llmcell.protocol.openai import COMPLETIONS_MAX_LOGPROBS, MAX_PROMPTS, ROLES, SAMPLING_FIELDS
+from llmcell.protocol.saxml import CELL_PATH, MAX_REPLICAS, SAMPLING_NAMES, SAX_PATH
+from llmcell.protocol.sampling import MAX_LOGPROBS, MAX_STOP, RANGES, Range
+
+
+def _number(rule: Range, nullable: bool = True) -> dict:
+    schema: dict = {"type": ["integer", "null"] if nullable else "integer"} if rule.integer else \
+        {"type": ["number", "null"] if nullable else "number"}
+    if rule.lo is not None:
+        schema["exclusiveMinimum" if rule.lo_open else "minimum"] = rule.lo
+    if rule.hi is not None:
+        schema["maximum"] = rule.hi
+    return schema
+
+
+def _sampling(chat: bool) -> dict:
+    props = {name: _number(RANGES[name]) for name in SAMPLING_FIELDS if name in RANGES}
+    props["stop"] = {"oneOf": [{"type": "string", "minLength": 1},
+                               {"type": "array", "items": {"type": "string", "minLength": 1},
+                                "maxItems": MAX_STOP}, {"type": "null"}]}
+    props["stop_token_ids"] = {"type": ["array", "null"],
+                               "items": {"type": "integer", "minimum": 0}}
+    props["ignore_eos"] = {"type": ["boolean", "null"]}
+    props["max_tokens"] = _number(RANGES["max_tokens"])
+    if chat:
+        props["max_completion_tokens"] = _number(RANGES["max_tokens"])
+        props["logprobs"] = {"type": ["boolean", "null"]}
+        props["top_logprobs"] = _number(Range(True, 0, MAX_LOGPROBS))
+    else:
+        props["logprobs"] = _number(Range(True, 0, COMPLETIONS_MAX_LOGPROBS))
+    return props
+
+
+_STREAM = {"stream": {"type": ["boolean", "null"]},
+           "stream_options": {"type": ["object", "null"],
+                              "properties": {"include_usage": {"type": ["boolean", "null"]}}},
+           "user": {"type": ["string", "null"]}}
+_TEXT_PART = {"type": "object", "required": ["type", "text"],
+              "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
+_MESSAGE = {"type": "object", "required": ["role", "content"], "properties": {
+    "role": {"enum": list(ROLES)},
+    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}}}
+_TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
+
+CHAT = {"type": "object", "required": ["model", "messages"], "properties": {
+    "model": {"type": "string"}, "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
+    "add_generation_prompt": {"type": ["boolean", "null"]}, **_sampling(True), **_STREAM}}
+COMPLETION = {"type": "object", "required": ["model", "prompt"], "properties": {
+    "model": {"type": "string"},
+    "prompt": {"oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS,
+         "items": {"type": "string", "minLength": 1}},
+        _TOKENS, {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": _TOKENS}]},
+    "echo": {"type": ["boolean", "null"]}, **_sampling(False), **_STREAM}}
+
+OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
+    "type": "object", "required": ["message", "type", "param", "code"],
+    "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                   "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}}
+SAXML_ERROR = {"oneOf": [
+    {"type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}},
+    {"type": "object", "required": ["Error"], "properties": {"Error": {"type": "string"}}}]}
+
+_SAX_MODEL = {"type": "string", "pattern": SAX_PATH.pattern}
+PUBLISH = {"type": "object", "required": ["model", "model_path", "checkpoint", "replicas"],
+           "properties": {"model": _SAX_MODEL, "model_path": {"type": "string", "minLength": 1},
+                          "checkpoint": {"type": "string", "minLength": 1},
+                          "replicas": {"type": "integer", "minimum": 1,
+                                       "maximum": MAX_REPLICAS}}}
+MODEL_ONLY = {"type": "object", "required": ["model"], "properties": {"model": _SAX_MODEL}}
+LISTALL = {"type": "object", "required": ["sax_cell"],
+           "properties": {"sax_cell": {"type": "string", "pattern": CELL_PATH.pattern}}}
+_EXTRA = {name: _number(RANGES[field], nullable=False) for name, field in SAMPLING_NAMES.items()}
+GENERATE = {"type": "object", "required": ["model", "query"], "properties": {
+    "model": _SAX_MODEL, "query": {"type": "string", "minLength": 1},
+    "extra_inputs": {"type": "object", "properties": _EXTRA, "additionalProperties": False}}}
+
+
+def _operation(summary: str, body: dict | None, error: dict, role: str | None) -> dict:
+    op: dict = {"summary": summary, "responses": {
+        "200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
+        "4XX": {"description": "refused: the body names the field, the limit or the key",
+                "content": {"application/json": {"schema": error}}}}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    op["security"] = [{"bearer": []}] if role else []
+    if role:
+        op["x-llmcell-role"] = role
+    return op
+
+
+def gateway_openapi() -> dict:
+    """The gateway's public API (what a caller may send, what an error looks like)."""
+    o, s = OPENAI_ERROR, SAXML_ERROR
+    paths = {
+        "/v1/chat/completions": {"post": _operation("Chat completion", CHAT, o, "user")},
+        "/v1/completions": {"post": _operation("Text completion", COMPLETION, o, "user")},
+        "/v1/models": {"get": _operation("Models with an active replica", None, o, "viewer")},
+        "/publish": {"post": _operation("Publish a model (Saxml)", PUBLISH, s, "admin")},
+        "/update": {"put": _operation("Update a model (Saxml)", PUBLISH, s, "admin")},
+        "/unpublish": {"post": _operation("Unpublish a model (Saxml)", MODEL_ONLY, s, "admin")},
+        "/listcell": {"post": _operation("A model's replicas (Saxml)", MODEL_ONLY, s, "viewer")},
+        "/listall": {"post": _operation("A cell's models (Saxml)", LISTALL, s, "viewer")},
+        "/generate": {"post": _operation("Generate (Saxml)", GENERATE, s, "user")},
+        "/health": {"get": _operation("Liveness and the routing view", None, o, None)},
+    }
+    return {"openapi": "3.1.0",
+            "info": {"title": "llmcell gateway", "version": "1",
+                     "description": "OpenAI API and Saxml REST on one port. Keys are sent as "
+                                    f"'Authorization: Bearer <key>' (at most {MAX_HEADER} "
+                                    "characters); with auth off they are not needed."},
+            "paths": paths,
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
