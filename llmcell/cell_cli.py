@@ -38,10 +38,16 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
                         "API keys on the gateway, the credential between members")
     p.add_argument("--no-auth", action="store_true",
                    help="serve without the credential even beyond loopback")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-ca", default=None,
+                   help="PEM CA bundle trusted when calling the other members over HTTPS")
 
 
 def security(args: argparse.Namespace) -> CellSecurity:
-    return CellSecurity.from_sources(os.environ, args.cell_token_file, args.no_auth)
+    return CellSecurity.from_sources(os.environ, args.cell_token_file, args.no_auth,
+                                     tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                     tls_ca=args.tls_ca)
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -75,8 +81,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
                              sax_compat=args.sax_compat, retries=args.retries,
-                             advertise=args.advertise, security=security(args),
-                             tls_cert=args.tls_cert, tls_key=args.tls_key))
+                             advertise=args.advertise, security=security(args)))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -140,8 +145,6 @@ def add_cell_parsers(sub) -> None:
     g.add_argument("--advertise", default=None,
                    help="URL the admin lists this gateway at for Prometheus discovery "
                         "(default: http://host:port)")
-    g.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS")
-    g.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     add_security_flags(g)
     g.set_defaults(func=cmd_gateway)
 
@@ -180,7 +183,8 @@ def _admin_call(args: argparse.Namespace, method: str, path: str, body: dict | N
                          f"or the cell credential (--cell-token-file or ${CELL_TOKEN_ENV})")
     try:
         r = httpx.request(method, args.admin.rstrip("/") + path, json=body, timeout=30.0,
-                          headers={"Authorization": f"Bearer {token}"})
+                          headers={"Authorization": f"Bearer {token}"},
+                          verify=security(args).verify())
     except httpx.HTTPError as e:
         raise ValueError(f"the admin at {args.admin} is unreachable: {e}") from None
     data = r.json()

@@ -50,7 +50,7 @@ def _auth_error(scope, e: AuthError) -> Response:
 
 
 def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
-    probe = httpx.AsyncClient(timeout=1.0)
+    probe = httpx.AsyncClient(**config.security.client(timeout=1.0))
     keys = KeyStore(registry.store.db)
     if config.bootstrap_admin_key is not None:
         keys.ensure(config.bootstrap_admin_key, "admin", "admin")

@@ -17,10 +17,12 @@ def run(config: AdminConfig) -> int:
     store = ModelStore(config.state_path)
     registry = CellRegistry(store, config.dead_after, time.monotonic())
     published = len(store.all())
-    print(f"llmcell admin: listening on http://{config.host}:{config.port}; state in "
+    print(f"llmcell admin: listening on {config.security.scheme}://{config.host}:{config.port}; "
+          f"auth {'on' if config.security.auth else 'off'}; state in "
           f"{config.state_path} ({published} published model(s) restored)", file=sys.stderr,
           flush=True)
     app = create_admin_app(config, registry)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False,
+                **config.security.uvicorn_tls())
     store.close()
     return 0

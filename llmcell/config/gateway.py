@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from llmcell.config.security import CellSecurity
 
@@ -34,26 +33,16 @@ class GatewayConfig:
     advertise: str | None = None
     """URL the admin lists this gateway at for Prometheus discovery (default http://host:port)."""
     security: CellSecurity = field(default_factory=CellSecurity)
-    tls_cert: str | None = None
-    """PEM certificate (chain) to serve HTTPS with; with `tls_key`."""
-    tls_key: str | None = None
     drain_timeout: float = 10.0
     """Seconds running requests may finish after SIGTERM; connections still open then (an idle
     TLS keep-alive, a stream) are closed."""
 
     @property
     def advertised(self) -> str:
-        return self.advertise or f"http://{self.host}:{self.port}"
+        return self.advertise or f"{self.security.scheme}://{self.host}:{self.port}"
 
     def __post_init__(self) -> None:
         self.security.check_exposure(self.host)
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together (got only "
-                             f"{'tls_cert' if self.tls_cert else 'tls_key'})")
-        for name in ("tls_cert", "tls_key"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise ValueError(f"{name}={path!r} is not a readable file")
         if self.policy not in POLICIES:
             raise ValueError(f"policy={self.policy!r} is not one of {POLICIES}")
         if self.sax_compat not in DIALECTS:

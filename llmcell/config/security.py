@@ -8,6 +8,7 @@ loopback only (`make run`) unless `allow_unauthenticated` says so explicitly.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -27,8 +28,20 @@ class CellSecurity:
     cell_token: str | None = None
     allow_unauthenticated: bool = False
     """Serve without the credential beyond loopback (`--no-auth`): for a network of its own."""
+    tls_cert: str | None = None
+    """PEM certificate (chain) this component serves HTTPS with; with `tls_key`."""
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    """PEM CA bundle this component trusts when it calls the others (their HTTPS)."""
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together (got only "
+                             f"{'tls_cert' if self.tls_cert else 'tls_key'})")
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}={path!r} is not a readable file")
         if self.cell_token is not None and (len(self.cell_token) < MIN_TOKEN_CHARS
                                             or any(c.isspace() for c in self.cell_token)):
             raise ValueError(f"cell_token must be at least {MIN_TOKEN_CHARS} characters "
@@ -46,14 +59,33 @@ class CellSecurity:
                              f"(--cell-token-file or ${ENV}); give one, or --no-auth to serve "
                              "anyone who reaches it")
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    def uvicorn_tls(self) -> dict:
+        """uvicorn's settings for serving this component's TLS (none without a certificate)."""
+        return {"ssl_certfile": self.tls_cert, "ssl_keyfile": self.tls_key} if self.tls_cert \
+            else {}
+
+    def verify(self):
+        """What an httpx client of this member verifies the others with: the cell's CA, else
+        the system's."""
+        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else True
+
+    def client(self, **kw) -> dict:
+        """httpx client settings for calls to the other members: the credential and the CA."""
+        return {"headers": self.headers(), "verify": self.verify(), **kw}
+
     def headers(self) -> dict[str, str]:
         """What this member sends with its calls to the others."""
         return {"Authorization": f"Bearer {self.cell_token}"} if self.cell_token else {}
 
     @classmethod
     def from_sources(cls, env: Mapping[str, str], token_file: str | None,
-                     no_auth: bool = False) -> "CellSecurity":
-        """From `--cell-token-file` (its first line), else `$LLMCELL_CELL_TOKEN`."""
+                     no_auth: bool = False, **tls: str | None) -> "CellSecurity":
+        """From `--cell-token-file` (its first line), else `$LLMCELL_CELL_TOKEN`; `tls`: the
+        certificate, key and CA paths."""
         token = None
         if token_file:
             try:
@@ -62,4 +94,4 @@ class CellSecurity:
                 raise ValueError(f"cell_token_file={token_file!r}: {e.strerror}") from None
         elif env.get(ENV):
             token = env[ENV].strip()
-        return cls(token or None, no_auth)
+        return cls(token or None, no_auth, **tls)

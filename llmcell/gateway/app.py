@@ -36,13 +36,13 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                        = None, replica_transport: httpx.AsyncBaseTransport | None = None
                        ) -> Starlette:
     """The transports default to the network's (tests pass in-process ones)."""
-    cell_headers = config.security.headers()  # the gateway's own calls carry the credential
-    admin = httpx.AsyncClient(base_url=config.admin.rstrip("/"), timeout=10.0,
-                              headers=cell_headers, transport=admin_transport)
-    replicas = httpx.AsyncClient(
-        timeout=httpx.Timeout(config.request_timeout, connect=2.0), headers=cell_headers,
+    member = config.security.client  # the gateway's own calls carry the credential and the CA
+    admin = httpx.AsyncClient(**member(base_url=config.admin.rstrip("/"), timeout=10.0,
+                                       transport=admin_transport))
+    replicas = httpx.AsyncClient(**member(
+        timeout=httpx.Timeout(config.request_timeout, connect=2.0),
         limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
-        transport=replica_transport)
+        transport=replica_transport))
     view = CellView(config, admin)
     metrics = GatewayMetrics(config.policy)
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,

@@ -12,12 +12,11 @@ from llmcell.edge.http_protocol import http_protocol
 
 
 def run(config: GatewayConfig) -> int:
-    scheme = "https" if config.tls_cert else "http"
+    scheme = config.security.scheme
     auth = "auth on" if config.security.auth else "auth off"
     print(f"llmcell gateway: listening on {scheme}://{config.host}:{config.port} (admin "
           f"{config.admin}, routing {config.policy}, {auth})", file=sys.stderr, flush=True)
     uvicorn.run(create_gateway_app(config), host=config.host, port=config.port,
                 log_level="warning", access_log=False, http=http_protocol(),
-                ssl_certfile=config.tls_cert, ssl_keyfile=config.tls_key,
-                timeout_graceful_shutdown=config.drain_timeout)
+                timeout_graceful_shutdown=config.drain_timeout, **config.security.uvicorn_tls())
     return 0

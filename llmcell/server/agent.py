@@ -45,8 +45,8 @@ class CellAgent:
                                config.memory_bytes, config.group.size, models)
         self.replicas: dict[Assignment, _Replica] = {}
         self.interval = 1.0
-        self.client = httpx.AsyncClient(base_url=config.admin.rstrip("/"), timeout=5.0,
-                                        headers=config.security.headers())
+        self.client = httpx.AsyncClient(**config.security.client(
+            base_url=config.admin.rstrip("/"), timeout=5.0))
         self.registered = False
 
     def reports(self) -> list[dict]:

@@ -70,7 +70,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
         while not server.started:
             await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
-        address = config.advertise or f"http://{config.host}:{port}"
+        address = config.advertise or f"{config.security.scheme}://{config.host}:{port}"
         agent = CellAgent(config, host, address, lambda a: make_backend(config, metrics, a))
         settle_heap()
         await agent.run()
@@ -79,7 +79,8 @@ async def serve(config: ServerConfig, announce=None) -> None:
     state = app.state.server
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, lifespan="on", http=http_protocol(),
-                                    timeout_graceful_shutdown=max(1, int(config.drain_timeout))))
+                                    timeout_graceful_shutdown=max(1, int(config.drain_timeout)),
+                                    **config.security.uvicorn_tls()))
     loop = asyncio.get_running_loop()
 
     async def drain() -> None:

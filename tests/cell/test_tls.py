@@ -50,21 +50,28 @@ def make_certs(folder) -> tuple[str, str, str]:
     return tuple(str(p) for p in paths)
 
 
+def wait_https(proc: Proc, trust, path: str = "/health", timeout: float = 120.0) -> str:
+    url = f"https://127.0.0.1:{proc.port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, verify=trust, timeout=1).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if proc.proc.poll() is not None:
+            raise AssertionError(proc.output())
+        time.sleep(0.05)
+    raise TimeoutError(url + path)
+
+
 def test_the_openai_client_talks_https_to_the_gateway(cell, tmp_path):
     ca, cert, key = make_certs(tmp_path)
     cell.start_admin()
     gateway = Proc("gateway", "--admin", cell.admin.url, "--tls-cert", cert, "--tls-key", key)
     cell.procs.append(gateway)
-    https = f"https://127.0.0.1:{gateway.port}"
     trust = ssl.create_default_context(cafile=ca)
-    for _ in range(200):
-        try:
-            httpx.get(https + "/health", verify=trust, timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if gateway.proc.poll() is not None:
-                raise AssertionError(gateway.output())
-            time.sleep(0.05)
+    https = wait_https(gateway, trust)
     with openai.OpenAI(base_url=https + "/v1", api_key="unused",
                        http_client=httpx.Client(verify=trust), max_retries=0) as client:
         assert client.models.list().data == []  # nothing published: an empty list, over TLS
@@ -73,3 +80,40 @@ def test_the_openai_client_talks_https_to_the_gateway(cell, tmp_path):
     with pytest.raises(httpx.ConnectError):  # a client that does not trust the CA refuses it
         httpx.get(https + "/health", timeout=5)
     assert httpx.get(https + "/health", verify=trust, timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_the_members_talk_https_to_each_other(cell, tmp_path):
+    """Admin, model server and gateway each serve HTTPS and trust the cell's CA when they call
+    one another: a model is published, placed and served with no plain-HTTP hop."""
+    ca, cert, key = make_certs(tmp_path)
+    tls = ("--tls-cert", cert, "--tls-key", key, "--tls-ca", ca)
+    trust = ssl.create_default_context(cafile=ca)
+    admin = Proc("admin", "--state", str(tmp_path / "admin.sqlite3"), "--heartbeat-interval",
+                 "0.3", *tls)
+    cell.procs.append(admin)
+    admin_url = wait_https(admin, trust)
+    server = Proc("server", "--admin", admin_url, "--server-id", "s0", "--memory", "3GiB",
+                  "--threads", "1", "--kv-cache-memory", "256MiB", "--max-model-len", "2048",
+                  *tls)
+    cell.procs.append(server)
+    wait_https(server, trust, "/ready")
+    gateway = Proc("gateway", "--admin", admin_url, *tls)
+    cell.procs.append(gateway)
+    https = wait_https(gateway, trust)
+    r = httpx.post(https + "/publish", verify=trust, timeout=60, json={
+        "model": "/sax/test/smollm2", "model_path": "smollm2-135m-instruct",
+        "checkpoint": "None", "replicas": 1})
+    assert r.status_code == 200, r.text
+    servers = httpx.get(admin_url + "/cell/servers", verify=trust).json()
+    assert servers[0]["address"].startswith("https://")  # the server advertises its HTTPS
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if httpx.get(https + "/health", verify=trust).json()["models"].get("/sax/test/smollm2"):
+            break
+        time.sleep(0.2)
+    with openai.OpenAI(base_url=https + "/v1", api_key="unused", max_retries=0,
+                       http_client=httpx.Client(verify=trust)) as client:
+        r = client.chat.completions.create(model="smollm2", max_tokens=8, temperature=0,
+                                           messages=[{"role": "user", "content": "Hi"}])
+    assert r.choices[0].message.content

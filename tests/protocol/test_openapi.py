@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from llmcell.protocol.openai import parse_chat, parse_completion
-from llmcell.protocol.openapi import CHAT, COMPLETION, GENERATE, gateway_openapi
+from llmcell.protocol.openapi import CHAT, GENERATE, gateway_openapi
 from llmcell.protocol.saxml import GENERATE_DEFAULTS, SaxError, parse_generate
 from llmcell.protocol.errors import APIError
 
