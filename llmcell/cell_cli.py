@@ -42,12 +42,14 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument("--tls-ca", default=None,
                    help="PEM CA bundle trusted when calling the other members over HTTPS")
+    p.add_argument("--tls-client-certs", action="store_true",
+                   help="mutual TLS: serve only callers with a certificate signed by --tls-ca")
 
 
 def security(args: argparse.Namespace) -> CellSecurity:
     return CellSecurity.from_sources(os.environ, args.cell_token_file, args.no_auth,
                                      tls_cert=args.tls_cert, tls_key=args.tls_key,
-                                     tls_ca=args.tls_ca)
+                                     tls_ca=args.tls_ca, tls_client_certs=args.tls_client_certs)
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
@@ -71,7 +73,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            kv_reserve_bytes=args.kv_reserve,
                            bytes_per_param=args.bytes_per_param, security=security(args),
                            bootstrap_admin_key=bootstrap, model_roots=tuple(args.model_root),
-                           model_key_file=args.model_key_file,
+                           master_key_file=args.master_key_file,
                            audit_path=Path(args.audit_log) if args.audit_log else None))
 
 
@@ -122,8 +124,9 @@ def add_cell_parsers(sub) -> None:
     a.add_argument("--admin-key-file", default=None,
                    help=f"an sk-llmcell- key stored with the admin role at start (default: "
                         f"${ADMIN_KEY_ENV}); needs auth on")
-    a.add_argument("--model-key-file", default=None,
-                   help="master key of encrypted model files, to size them at publish")
+    a.add_argument("--master-key-file", default=None,
+                   help="the admin's master key: sizes encrypted model files, and seals the "
+                        "secrets in its store")
     a.add_argument("--audit-log", default=None,
                    help="JSON lines of admin actions (default: beside --state, *.audit.jsonl)")
     add_security_flags(a)

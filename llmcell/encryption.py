@@ -139,6 +139,32 @@ def decrypt_file(path: str | Path, master: bytes) -> bytearray:
     return out
 
 
+SEALED = b"LLMCSEAL"
+
+
+def seal(master: bytes, data: bytes, label: bytes) -> bytes:
+    """A small secret sealed under the master key, bound to `label` (what it is)."""
+    nonce = secrets.token_bytes(12)
+    return SEALED + key_id(master) + nonce + _aesgcm(master).encrypt(nonce, data, label)
+
+
+def is_sealed(blob: bytes) -> bool:
+    return blob.startswith(SEALED)
+
+
+def unseal(master: bytes, blob: bytes, label: bytes) -> bytes:
+    from cryptography.exceptions import InvalidTag
+
+    kid, nonce, body = blob[8:16], blob[16:28], blob[28:]
+    if kid != key_id(master):
+        raise DecryptionError(f"{label.decode()} is sealed under another master key (key id "
+                              f"{kid.hex()}; this key's is {key_id(master).hex()})")
+    try:
+        return _aesgcm(master).decrypt(nonce, body, label)
+    except InvalidTag:
+        raise DecryptionError(f"{label.decode()} does not unseal (changed?)") from None
+
+
 def rewrap(path: str | Path, old: bytes, new: bytes) -> None:
     """Rotate the master key of `path`: its data key re-wrapped under `new`; the body stays."""
     with open(path, "r+b") as f:

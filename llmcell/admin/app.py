@@ -29,6 +29,7 @@ from llmcell.admin.keys import KeyStore
 from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
 from llmcell.config.admin import AdminConfig
+from llmcell.encryption import read_key
 from llmcell.edge.auth import CELL_ONLY, OPEN, AuthError, Authenticator, AuthMiddleware, KeyTable
 from llmcell.edge.metrics import metrics_response
 from llmcell.metrics.admin import AdminCollector
@@ -51,7 +52,8 @@ def _auth_error(scope, e: AuthError) -> Response:
 
 def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
     probe = httpx.AsyncClient(**config.security.client(timeout=1.0))
-    keys = KeyStore(registry.store.db)
+    keys = KeyStore(registry.store.db,
+                    read_key(config.master_key_file) if config.master_key_file else None)
     if config.bootstrap_admin_key is not None:
         keys.ensure(config.bootstrap_admin_key, "admin", "admin")
     audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"))

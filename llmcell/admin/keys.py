@@ -10,6 +10,7 @@ import secrets
 import sqlite3
 import time
 
+from llmcell.encryption import is_sealed, seal, unseal
 from llmcell.protocol.auth import KeyRecord, KeyRequest, key_hash, new_key, new_key_id
 
 _SCHEMA = """
@@ -30,16 +31,31 @@ CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 _COLUMNS = "id, tenant, role, hash, models, rpm, tpm, created, expires, revoked"
 
 
+_LABEL = b"the admin's key-hash secret"
+
+
 class KeyStore:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, master: bytes | None = None) -> None:
+        """`master`: the admin's master key: the hashing secret is kept sealed under it (a
+        store without it keeps the secret as it is, and one sealed needs it to open)."""
         self.db = db
         self.db.executescript(_SCHEMA)
         row = self.db.execute("SELECT value FROM secrets WHERE name = 'key_hash'").fetchone()
         if row is None:
-            self.db.execute("INSERT INTO secrets (name, value) VALUES ('key_hash', ?)",
-                            (secrets.token_bytes(32),))
-            row = self.db.execute("SELECT value FROM secrets WHERE name = 'key_hash'").fetchone()
-        self.secret: bytes = bytes(row[0])
+            secret = secrets.token_bytes(32)
+        else:
+            stored = bytes(row[0])
+            if is_sealed(stored):
+                if master is None:
+                    raise ValueError("the admin's store is sealed: give its master key "
+                                     "(--master-key-file)")
+                secret = unseal(master, stored, _LABEL)
+            else:
+                secret = stored
+        value = seal(master, secret, _LABEL) if master is not None else secret
+        self.db.execute("INSERT INTO secrets (name, value) VALUES ('key_hash', ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (value,))
+        self.secret = secret
         self.version = 0
         """Bumped on every change (gateways re-read the table when it moves)."""
 

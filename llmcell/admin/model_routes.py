@@ -23,7 +23,7 @@ from llmcell.protocol.saxml import CELL_PATH, SaxError, model_name, parse_publis
 
 def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> list[Route]:
     now = time.monotonic
-    model_key = read_key(config.model_key_file) if config.model_key_file else None
+    model_key = read_key(config.master_key_file) if config.master_key_file else None
 
     def listcell(spec: ModelSpec) -> dict:
         return {"model": spec.model, "model_path": spec.model_path,

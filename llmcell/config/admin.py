@@ -36,8 +36,9 @@ class AdminConfig:
     model_roots: tuple[str, ...] = ()
     """Folders a published model source may be under (besides the built-in aliases); a source
     outside them is refused without saying whether it exists."""
-    model_key_file: str | None = None
-    """The master key of encrypted model files, to size them at publish."""
+    master_key_file: str | None = None
+    """The admin's master key: it sizes encrypted model files at publish, and the secrets in
+    the admin's store are kept sealed under it."""
     audit_path: Path | None = None
     """JSON lines of admin actions (default: beside the state file, `*.audit.jsonl`)."""
 

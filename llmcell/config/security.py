@@ -33,11 +33,16 @@ class CellSecurity:
     tls_key: str | None = None
     tls_ca: str | None = None
     """PEM CA bundle this component trusts when it calls the others (their HTTPS)."""
+    tls_client_certs: bool = False
+    """Serve only callers that present a certificate signed by `tls_ca` (mutual TLS); members
+    present their own `tls_cert` when they call."""
 
     def __post_init__(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together (got only "
                              f"{'tls_cert' if self.tls_cert else 'tls_key'})")
+        if self.tls_client_certs and not (self.tls_cert and self.tls_ca):
+            raise ValueError("tls_client_certs needs tls_cert, tls_key and tls_ca")
         for name in ("tls_cert", "tls_key", "tls_ca"):
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
@@ -65,13 +70,21 @@ class CellSecurity:
 
     def uvicorn_tls(self) -> dict:
         """uvicorn's settings for serving this component's TLS (none without a certificate)."""
-        return {"ssl_certfile": self.tls_cert, "ssl_keyfile": self.tls_key} if self.tls_cert \
-            else {}
+        if not self.tls_cert:
+            return {}
+        mutual = {"ssl_ca_certs": self.tls_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED} \
+            if self.tls_client_certs else {}
+        return {"ssl_certfile": self.tls_cert, "ssl_keyfile": self.tls_key, **mutual}
 
     def verify(self):
-        """What an httpx client of this member verifies the others with: the cell's CA, else
-        the system's."""
-        return ssl.create_default_context(cafile=self.tls_ca) if self.tls_ca else True
+        """What an httpx client of this member verifies the others with (the cell's CA, else
+        the system's), presenting this member's certificate where it has one."""
+        if not (self.tls_ca or self.tls_cert):
+            return True
+        context = ssl.create_default_context(cafile=self.tls_ca)
+        if self.tls_cert:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        return context
 
     def client(self, **kw) -> dict:
         """httpx client settings for calls to the other members: the credential and the CA."""

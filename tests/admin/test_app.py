@@ -121,7 +121,7 @@ def test_an_encrypted_source_is_sized_with_the_admins_master_key(tmp_path):
     for key_file, status, words in ((None, 400, "needs its master key"),
                                     (str(tmp_path / "master.key"), 200, "")):
         config = AdminConfig(state_path=tmp_path / f"{status}.sqlite3",
-                             model_roots=(str(tmp_path),), model_key_file=key_file)
+                             model_roots=(str(tmp_path),), master_key_file=key_file)
         store = ModelStore(config.state_path)
         client = TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
                                                                   time.monotonic())))

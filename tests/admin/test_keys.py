@@ -151,3 +151,31 @@ def test_an_impostor_cannot_take_over_a_live_server(admin):
     # the same server registering again (a restart at the same address) is welcome
     assert admin.post("/cell/servers", json=server("server-0", "http://10.0.0.1:8000"),
                       headers=CELL).status_code == 200
+
+
+def test_with_a_master_key_the_stores_secret_is_sealed(tmp_path):
+    from llmcell import encryption
+
+    (tmp_path / "master.key").write_text(encryption.new_master_key())
+    state = tmp_path / "admin.sqlite3"
+
+    def start(master: str | None):
+        config = AdminConfig(state_path=state, security=CellSecurity(TOKEN),
+                             master_key_file=master)
+        store = ModelStore(config.state_path)
+        return store, TestClient(create_admin_app(config, CellRegistry(
+            store, config.dead_after, time.monotonic())))
+
+    store, plain = start(None)  # made without a master key: the secret as it is
+    key, _ = make(plain, "viewer")
+    store.close()
+    store, sealed = start(str(tmp_path / "master.key"))  # sealed from now on; keys still work
+    assert sealed.get("/models", headers=bearer(key)).status_code == 200
+    secret = store.db.execute("SELECT value FROM secrets").fetchone()[0]
+    assert encryption.is_sealed(secret)
+    store.close()
+    with pytest.raises(ValueError, match="sealed: give its master key"):
+        start(None)
+    (tmp_path / "other.key").write_text(encryption.new_master_key())
+    with pytest.raises(ValueError, match="another master key"):
+        start(str(tmp_path / "other.key"))

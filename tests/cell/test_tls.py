@@ -117,3 +117,17 @@ def test_the_members_talk_https_to_each_other(cell, tmp_path):
         r = client.chat.completions.create(model="smollm2", max_tokens=8, temperature=0,
                                            messages=[{"role": "user", "content": "Hi"}])
     assert r.choices[0].message.content
+
+
+def test_mutual_tls_serves_only_callers_with_a_certificate_of_the_cells_ca(cell, tmp_path):
+    ca, cert, key = make_certs(tmp_path)
+    admin = Proc("admin", "--state", str(tmp_path / "admin.sqlite3"), "--tls-cert", cert,
+                 "--tls-key", key, "--tls-ca", ca, "--tls-client-certs")
+    cell.procs.append(admin)
+    member = ssl.create_default_context(cafile=ca)
+    member.load_cert_chain(cert, key)  # what a member presents (its own certificate)
+    url = wait_https(admin, member)
+    stranger = ssl.create_default_context(cafile=ca)  # trusts the admin, has no certificate
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/health", verify=stranger, timeout=5)
+    assert httpx.get(url + "/health", verify=member, timeout=5).status_code == 200
