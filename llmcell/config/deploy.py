@@ -106,6 +106,10 @@ class RenderConfig:
     """Secret whose key `token` is the cell credential (default: <name>-cell)."""
     tls_secret: str | None = None
     """kubernetes.io/tls Secret: the gateway serves HTTPS with its tls.crt and tls.key."""
+    cert_manager_issuer: str | None = None
+    """cert-manager issuer that signs the gateway's certificate: a Certificate is rendered whose
+    Secret (`tls_secret`, default <name>-gateway-tls) the gateway serves HTTPS with."""
+    cert_manager_kind: str = "ClusterIssuer"
     hf_token_secret: str | None = None
     model_pvc: str | None = None
     """PersistentVolumeClaim holding the weights, mounted read-only at /models."""
@@ -125,8 +129,11 @@ class RenderConfig:
             if not _DNS_LABEL.match(getattr(self, field)) or len(getattr(self, field)) > 40:
                 raise ValueError(f"{field}={getattr(self, field)!r} must be a DNS label of at "
                                  "most 40 characters (lowercase letters, digits, '-')")
+        if self.cert_manager_kind not in ("ClusterIssuer", "Issuer"):
+            raise ValueError(f"cert_manager_kind={self.cert_manager_kind!r} is not ClusterIssuer "
+                             "or Issuer")
         for field in ("gcp_service_account", "api_keys_secret", "cell_secret", "tls_secret",
-                      "hf_token_secret",
+                      "cert_manager_issuer", "hf_token_secret",
                       "model_pvc", "storage_class"):
             value = getattr(self, field)
             if value is not None and field != "gcp_service_account" and not _DNS_LABEL.match(value):

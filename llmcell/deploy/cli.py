@@ -86,7 +86,8 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         gateway_replicas=args.gateway_replicas, gateway_api=args.gateway_api,
         gateway_name=args.gateway_name, inference_pool=args.inference_pool,
         api_keys_secret=args.api_keys_secret, tls_secret=args.tls_secret,
-        cell_secret=args.cell_secret,
+        cell_secret=args.cell_secret, cert_manager_issuer=args.cert_manager,
+        cert_manager_kind=args.cert_manager_kind,
         hf_token_secret=args.hf_token_secret, model_pvc=args.model_pvc,
         admin_storage=args.admin_storage, storage_class=args.storage_class)
 
@@ -173,6 +174,13 @@ def add_deploy_parsers(sub) -> None:
     c.add_argument("--cell-secret", default=None,
                    help="Secret whose key token is the cell credential every member reads (auth "
                         "on; default: NAME-cell; `llmcell keys new cell-token`); only referenced")
+    c.add_argument("--cert-manager", default=None, metavar="ISSUER",
+                   help="render a cert-manager Certificate for the gateway, signed by ISSUER; the "
+                        "gateway serves HTTPS with its Secret (--tls-secret, default "
+                        "NAME-gateway-tls)")
+    c.add_argument("--cert-manager-kind", default="ClusterIssuer",
+                   choices=["ClusterIssuer", "Issuer"], help="what ISSUER is (default: "
+                                                               "%(default)s)")
     c.add_argument("--tls-secret", default=None,
                    help="kubernetes.io/tls Secret: the gateway serves HTTPS with it; only "
                         "referenced")

@@ -37,6 +37,13 @@ class Cell:
         return f"{self.config.name}-{component}"
 
     @property
+    def gateway_tls_secret(self) -> str | None:
+        """The Secret the gateway serves HTTPS with: the one given, or the one cert-manager
+        writes for the rendered Certificate; None: plain HTTP."""
+        c = self.config
+        return c.tls_secret or (self.name("gateway-tls") if c.cert_manager_issuer else None)
+
+    @property
     def cell_secret(self) -> str:
         """The Secret whose key `token` is the cell credential (created by the operator)."""
         return self.config.cell_secret or self.name("cell")

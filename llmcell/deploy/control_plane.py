@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from llmcell.deploy.common import (ADMIN_PORT, GATEWAY_PORT, SCRATCH, SERVER_PORT, VLLM_PORT,
                                    Cell, http_container, small_resources)
-from llmcell.deploy.k8s import (ConfigMap, Deployment, DeploymentSpec, EnvVar, LabelSelector,
+from llmcell.deploy.k8s import (Certificate, ConfigMap, Deployment, DeploymentSpec, EnvVar, LabelSelector,
                                 Namespace, NetworkPolicy, ObjectMeta, PodDisruptionBudget,
                                 PodSpec, PodTemplate, PolicyRule, Role, RoleBinding, Service,
                                 ServiceAccount, ServicePort, ServiceSpec, StatefulSet,
@@ -88,9 +88,9 @@ def gateway(cell: Cell) -> list:
             cell.admin_url, "--advertise", f"http://$(POD_IP):{GATEWAY_PORT}"]
     env, mounts, volumes = [cell.credential()], [], [SCRATCH[0]]
     scheme = "HTTP"
-    if c.tls_secret:  # a kubernetes.io/tls Secret: the gateway serves HTTPS with it
+    if cell.gateway_tls_secret:  # a kubernetes.io/tls Secret: the gateway serves HTTPS with it
         mounts.append(VolumeMount("tls", "/etc/llmcell/tls", read_only=True))
-        volumes.append(Volume("tls", secret={"secretName": c.tls_secret}))
+        volumes.append(Volume("tls", secret={"secretName": cell.gateway_tls_secret}))
         args += ["--tls-cert", "/etc/llmcell/tls/tls.crt", "--tls-key", "/etc/llmcell/tls/tls.key"]
         scheme = "HTTPS"
     container = http_container("gateway", c.image, args, GATEWAY_PORT,
@@ -99,7 +99,18 @@ def gateway(cell: Cell) -> list:
     pod = PodTemplate(ObjectMeta(cell.name("gateway"), labels=cell.labels("gateway")), PodSpec(
         [container], service_account_name=cell.service_account, volumes=volumes,
         automount_service_account_token=False, termination_grace_period_seconds=30))
-    return [
+    service = cell.name("gateway")
+    certificate = [Certificate(cell.meta("gateway", service), {
+        "secretName": cell.gateway_tls_secret,
+        "issuerRef": {"name": c.cert_manager_issuer, "kind": c.cert_manager_kind,
+                      "group": "cert-manager.io"},
+        "dnsNames": [service, f"{service}.{c.namespace}", f"{service}.{c.namespace}.svc",
+                     f"{service}.{c.namespace}.svc.cluster.local"],
+        "usages": ["server auth", "digital signature"], "duration": "2160h",
+        "renewBefore": "360h",
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+    })] if c.cert_manager_issuer else []
+    return certificate + [
         Service(cell.meta("gateway"), ServiceSpec(
             cell.selector("gateway"), [ServicePort("http", GATEWAY_PORT, "http")],
             type="LoadBalancer")),

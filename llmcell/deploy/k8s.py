@@ -346,8 +346,13 @@ class InferencePool(_SpecObject):
     API = ("inference.networking.k8s.io/v1", "InferencePool")
 
 
+class Certificate(_SpecObject):
+    API = ("cert-manager.io/v1", "Certificate")
+
+
 KIND_ORDER = (
-    Namespace, ServiceAccount, Role, RoleBinding, ConfigMap, Service, StatefulSet, Deployment,
+    Namespace, ServiceAccount, Role, RoleBinding, ConfigMap, Certificate, Service, StatefulSet,
+    Deployment,
     LeaderWorkerSet, PodDisruptionBudget, HorizontalPodAutoscaler, ScaledObject, PodMonitoring,
     ServiceMonitor, PodMonitor, PrometheusRule, NetworkPolicy, HTTPRoute, InferencePool)
 """Objects are written in this order: what others refer to comes before them."""

@@ -7,6 +7,7 @@ Regenerate the golden files after an intended change with LLMCELL_UPDATE_GOLDEN=
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -286,6 +287,25 @@ def test_auth_and_tls_are_wired_from_referenced_secrets():
     (deployment,) = by_kind(plain, "Deployment")
     assert "scheme" not in deployment["spec"]["template"]["spec"]["containers"][0][
         "readinessProbe"]["httpGet"]
+
+
+def test_cert_manager_signs_the_gateways_certificate():
+    docs = manifests(config_for(["--target", "cpu", "--cert-manager", "cell-ca",
+                                 "--cert-manager-kind", "Issuer"]))
+    for doc in docs:
+        validate(doc)
+    (cert,) = by_kind(docs, "Certificate")
+    assert cert["spec"]["issuerRef"] == {"name": "cell-ca", "kind": "Issuer",
+                                         "group": "cert-manager.io"}
+    assert "llmcell-gateway.llmcell.svc.cluster.local" in cert["spec"]["dnsNames"]
+    (deployment,) = by_kind(docs, "Deployment")
+    spec = deployment["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": cert["spec"]["secretName"]}} in spec["volumes"]
+    assert "--tls-cert" in spec["containers"][0]["args"]
+    kinds = [d["kind"] for d in docs]
+    assert kinds.index("Certificate") < kinds.index("Deployment")
+    with pytest.raises(ValueError, match="cert_manager_kind='Vault'"):
+        dataclasses.replace(config_for(["--target", "cpu"]), cert_manager_kind="Vault")
 
 
 def test_network_policies_admit_only_what_the_cell_needs():
