@@ -123,3 +123,11 @@ def test_a_bootstrap_admin_key_manages_a_new_cell(tmp_path):
         assert r.status_code == 200, r.text
     finally:
         g.close()
+
+
+def test_a_key_for_a_model_that_is_later_unpublished_gets_a_404_not_a_crash(gateway):
+    limited = key(gateway, "user", models=[MODEL])
+    gateway.admin.delete("/models" + MODEL).raise_for_status()
+    gateway.refresh()
+    r = gateway.client.post("/v1/chat/completions", json=CHAT, headers=auth(limited))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
