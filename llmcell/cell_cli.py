@@ -83,7 +83,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
                              sax_compat=args.sax_compat, retries=args.retries,
-                             advertise=args.advertise, security=security(args)))
+                             advertise=args.advertise, security=security(args),
+                             drain_timeout=args.drain_timeout))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -148,6 +149,8 @@ def add_cell_parsers(sub) -> None:
     g.add_argument("--advertise", default=None,
                    help="URL the admin lists this gateway at for Prometheus discovery "
                         "(default: http://host:port)")
+    g.add_argument("--drain-timeout", type=float, default=10.0,
+                   help="seconds running requests may finish after SIGTERM (default: 10)")
     add_security_flags(g)
     g.set_defaults(func=cmd_gateway)
 

@@ -225,7 +225,7 @@ class LocalCell:
             say(f"server-{i} http://{p.host}:{port}  ({per_server} CPU threads{shape})")
         gateway = self._spawn("gateway", ("gateway", (
             "gateway", "--admin", self.admin_url, "--host", p.host, "--port", str(p.gateway_port),
-            "--policy", p.policy)))
+            "--policy", p.policy, "--drain-timeout", str(p.drain_timeout))))
         _wait(self.gateway_url + "/health", gateway, "the gateway")
         say(f"gateway  {self.gateway_url}")
         self.publish(say)

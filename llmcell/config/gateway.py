@@ -59,5 +59,7 @@ class GatewayConfig:
             raise ValueError(f"prefix_chars={self.prefix_chars} must be >= 1")
         if self.bounded_load < 1.0:
             raise ValueError(f"bounded_load={self.bounded_load} must be >= 1.0")
+        if not 0 <= self.drain_timeout <= 3600:
+            raise ValueError(f"drain_timeout={self.drain_timeout} must be in [0, 3600] seconds")
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes={self.max_body_bytes} must be positive")
