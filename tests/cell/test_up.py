@@ -104,3 +104,37 @@ def test_up_serves_both_apis_restarts_a_crashed_server_and_stops_cleanly(tmp_pat
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{admin_port}/health", timeout=1)
+
+
+def test_up_with_auth_prints_an_admin_key_once_and_refuses_calls_without_it(tmp_path):
+    port, admin_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmcell.cli", "up", "--auth", "--port", str(port),
+         "--admin-port", str(admin_port), "--state", str(tmp_path / "up.sqlite3"),
+         "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "llmcell up exited early:\n" + "".join(lines)
+            lines.append(line)
+            if "members' credential is in" in line:
+                break
+        out = "".join(lines)
+        key = next(w.split("=", 1)[1] for w in out.split() if w.startswith("LLMCELL_API_KEY=sk-"))
+        assert 'Authorization: Bearer $LLMCELL_API_KEY' in out
+        token = tmp_path / "up.cell-token"
+        assert token.stat().st_mode & 0o777 == 0o600 and token.read_text().strip() not in out
+        url = f"http://127.0.0.1:{port}"
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 4}
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=60).status_code == 401
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=60,
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        assert httpx.get(f"http://127.0.0.1:{admin_port}/cell/servers").status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(60)
+    assert rc == 0
