@@ -62,7 +62,10 @@ def under_roots(source: str, roots: tuple[str, ...]) -> bool:
     answer says nothing about what exists outside them."""
     if source.lower() in MODEL_ALIASES:
         return True
-    path = Path(source).expanduser().resolve()
+    try:
+        path = Path(source).expanduser().resolve()
+    except (OSError, RuntimeError, ValueError):  # a name no file can have
+        return False
     allowed = [Path(r).expanduser().resolve() for r in roots]
     for alias in MODEL_ALIASES:
         try:

@@ -17,6 +17,10 @@ from llmcell.protocol.sampling import Range, SamplingError, SamplingParams
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_PROMPTS = 64
 """Prompts one /v1/completions request may hold."""
+CHAT_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias",
+                    "response_format", "audio", "prediction")
+COMPLETION_UNSUPPORTED = ("suffix", "logit_bias")
+"""Fields refused when given a value (empty or null is allowed): never silently ignored."""
 
 
 @dataclass
@@ -171,8 +175,7 @@ def parse_chat(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     model = _str(body, "model", required=True)
-    _refuse(body, ("tools", "tool_choice", "functions", "function_call", "logit_bias",
-                   "response_format", "audio", "prediction"))
+    _refuse(body, CHAT_UNSUPPORTED)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("'messages' must be a non-empty list", "messages")
@@ -197,7 +200,7 @@ def parse_completion(body: Any) -> CompletionRequest:
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     model = _str(body, "model", required=True)
-    _refuse(body, ("suffix", "logit_bias"))
+    _refuse(body, COMPLETION_UNSUPPORTED)
     prompt = body.get("prompt")
     if isinstance(prompt, str):
         prompts: list = [prompt]

@@ -7,7 +7,8 @@ to schemathesis."""
 from __future__ import annotations
 
 from llmcell.protocol.auth import MAX_HEADER
-from llmcell.protocol.openai import COMPLETIONS_MAX_LOGPROBS, MAX_PROMPTS, ROLES, SAMPLING_FIELDS
+from llmcell.protocol.openai import (CHAT_UNSUPPORTED, COMPLETION_UNSUPPORTED,
+                                    COMPLETIONS_MAX_LOGPROBS, MAX_PROMPTS, ROLES, SAMPLING_FIELDS)
 from llmcell.protocol.saxml import CELL_PATH, MAX_REPLICAS, SAMPLING_NAMES, SAX_PATH
 from llmcell.protocol.sampling import MAX_LOGPROBS, MAX_STOP, RANGES, Range
 
@@ -51,10 +52,14 @@ _MESSAGE = {"type": "object", "required": ["role", "content"], "properties": {
     "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}}}
 _TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
 
+_ABSENT = {"enum": [None, False, [], {}], "description": "not supported: give no value"}
+
 CHAT = {"type": "object", "required": ["model", "messages"], "properties": {
+    **{name: _ABSENT for name in CHAT_UNSUPPORTED},
     "model": {"type": "string"}, "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
     "add_generation_prompt": {"type": ["boolean", "null"]}, **_sampling(True), **_STREAM}}
 COMPLETION = {"type": "object", "required": ["model", "prompt"], "properties": {
+    **{name: _ABSENT for name in COMPLETION_UNSUPPORTED},
     "model": {"type": "string"},
     "prompt": {"oneOf": [
         {"type": "string", "minLength": 1},

@@ -87,7 +87,7 @@ def model_name(value: Any, key: str = "model") -> str:
 
 def _text(body: dict, key: str) -> str:
     value = body[key]
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value:
         raise SaxError(400, f"'{key}' must be a non-empty string, got {value!r}")
     return value
 
@@ -105,9 +105,12 @@ def parse_publish(body: Any, dialect: str) -> Publish:
     checkpoint = body["checkpoint"]
     if checkpoint is None:
         checkpoint = "None"
-    if not isinstance(checkpoint, str) or not checkpoint:
+    if not isinstance(checkpoint, str) or not checkpoint or "\x00" in checkpoint:
         raise SaxError(400, f"'checkpoint' must be a path or \"None\", got {checkpoint!r}")
-    return Publish(model_name(body["model"]), _text(body, path_key), checkpoint, replicas)
+    source = _text(body, path_key)
+    if "\x00" in source:
+        raise SaxError(400, f"'{path_key}' must not hold a NUL character, got {source!r}")
+    return Publish(model_name(body["model"]), source, checkpoint, replicas)
 
 
 def parse_model_only(body: Any, dialect: str) -> str:

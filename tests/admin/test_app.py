@@ -100,6 +100,9 @@ def test_publish_reads_only_under_the_model_roots(admin, tmp_path):
     link = tmp_path / "escape.gguf"
     link.symlink_to("/etc/passwd")  # a link inside a root that points out of it
     assert "not under a model root" in publish(str(link)).json()["detail"]
+    for bad in ("models/a\x00b.gguf", "~nobody-such-user/x"):  # found by the gateway's fuzzing
+        r = publish(bad)
+        assert r.status_code == 400, r.text
     r = publish(SOURCE)  # the built-in alias is always allowed
     assert r.status_code == 200, r.text
 

@@ -3,6 +3,8 @@ what it calls valid the parsers accept (and what it calls out of range they refu
 
 from __future__ import annotations
 
+import os
+
 import jsonschema
 import pytest
 import schemathesis
@@ -37,7 +39,8 @@ def _accepts(path: str, method: str, parse, error) -> None:
     op = schemathesis.openapi.from_dict(gateway_openapi())[path][method]
 
     @given(case=op.as_strategy())
-    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=int(os.environ.get("LLMCELL_PARSE_EXAMPLES", "150")), deadline=None,
+              suppress_health_check=list(HealthCheck))
     def check(case) -> None:
         try:
             parse(case.body)
