@@ -32,9 +32,14 @@ def start(rank: int, size: int, group_port: int, http_port: int, log) -> subproc
 
 @pytest.fixture()
 def group(tmp_path):
-    group_port, http_port = free_port(), free_port()
+    ports: list[int] = []
+    while len(ports) < 3:  # distinct, and clear of the group port's neighbour (its store)
+        port = free_port()
+        if port not in ports and (not ports or port != ports[0] + 1):
+            ports.append(port)
+    group_port, http_port, worker_port = ports
     log = open(tmp_path / "group.log", "w")
-    worker = start(1, 2, group_port, free_port(), log)
+    worker = start(1, 2, group_port, worker_port, log)
     leader = start(0, 2, group_port, http_port, log)
     url = f"http://127.0.0.1:{http_port}"
     deadline = time.monotonic() + 120
