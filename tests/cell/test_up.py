@@ -32,6 +32,18 @@ def child_running(parent: int, *words: str) -> int:
     raise LookupError(f"no child of {parent} runs {' '.join(words)}")
 
 
+def read_until(proc: subprocess.Popen, lines: list[str], marker: str, timeout: float = 120) -> None:
+    """Read `llmcell up`'s output into `lines` until a line holds `marker`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "llmcell up exited early:\n" + "".join(lines)
+        lines.append(line)
+        if marker in line:
+            return
+    raise TimeoutError(f"no line with {marker!r}:\n" + "".join(lines))
+
+
 def chat_until_served(url: str, timeout: float) -> httpx.Response:
     deadline = time.monotonic() + timeout
     while True:
@@ -57,13 +69,7 @@ def test_up_serves_both_apis_restarts_a_crashed_server_and_stops_cleanly(tmp_pat
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line, "llmcell up exited early:\n" + "".join(lines)
-            lines.append(line)
-            if "Ctrl-C stops the cell" in line:
-                break
+        read_until(proc, lines, "Ctrl-C stops the cell")
         out = "".join(lines)
         assert f"http://127.0.0.1:{port}" in out and "/sax/test/smollm2" in out
         assert "curl" in out and "from openai import OpenAI" in out
@@ -114,13 +120,7 @@ def test_up_with_auth_prints_an_admin_key_once_and_refuses_calls_without_it(tmp_
          "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line, "llmcell up exited early:\n" + "".join(lines)
-            lines.append(line)
-            if "members' credential is in" in line:
-                break
+        read_until(proc, lines, "members' credential is in")
         out = "".join(lines)
         key = next(w.split("=", 1)[1] for w in out.split() if w.startswith("LLMCELL_API_KEY=sk-"))
         assert 'Authorization: Bearer $LLMCELL_API_KEY' in out
