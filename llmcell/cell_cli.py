@@ -74,7 +74,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            bytes_per_param=args.bytes_per_param, security=security(args),
                            bootstrap_admin_key=bootstrap, model_roots=tuple(args.model_root),
                            master_key_file=args.master_key_file,
-                           audit_path=Path(args.audit_log) if args.audit_log else None))
+                           audit_path=Path(args.audit_log) if args.audit_log else None,
+                           quota_window=args.quota_window, lease_ttl=args.lease_ttl))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -84,7 +85,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return run(GatewayConfig(admin=args.admin, host=args.host, port=args.port, policy=args.policy,
                              sax_compat=args.sax_compat, retries=args.retries,
                              advertise=args.advertise, security=security(args),
-                             drain_timeout=args.drain_timeout))
+                             drain_timeout=args.drain_timeout,
+                             lease_interval=args.lease_interval, queueing=args.queueing,
+                             max_queued=args.max_queued, queue_timeout=args.queue_timeout,
+                             replica_slots=args.replica_slots))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -130,6 +134,10 @@ def add_cell_parsers(sub) -> None:
                         "secrets in its store")
     a.add_argument("--audit-log", default=None,
                    help="JSON lines of admin actions (default: beside --state, *.audit.jsonl)")
+    a.add_argument("--quota-window", type=float, default=60.0,
+                   help="seconds of a quota window: rpm and tpm count per window (default: 60)")
+    a.add_argument("--lease-ttl", type=float, default=3.0,
+                   help="seconds a gateway's quota leases outlive its last report (default: 3)")
     add_security_flags(a)
     a.set_defaults(func=cmd_admin)
 
@@ -151,6 +159,18 @@ def add_cell_parsers(sub) -> None:
                         "(default: http://host:port)")
     g.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds running requests may finish after SIGTERM (default: 10)")
+    g.add_argument("--lease-interval", type=float, default=1.0,
+                   help="seconds between quota reports to the admin (default: 1)")
+    g.add_argument("--queueing", default="fair", choices=["fair", "off"],
+                   help="when a model's slots are full, queue here by tenant (fair) or send "
+                        "every request on (off) (default: fair)")
+    g.add_argument("--max-queued", type=int, default=256,
+                   help="requests one tenant may have waiting per model (default: 256)")
+    g.add_argument("--queue-timeout", type=float, default=30.0,
+                   help="seconds a request may wait for a slot (default: 30)")
+    g.add_argument("--replica-slots", type=int, default=0,
+                   help="slots of a replica whose server reports none, e.g. vLLM's "
+                        "--max-num-seqs (default: 0, never full)")
     add_security_flags(g)
     g.set_defaults(func=cmd_gateway)
 
@@ -177,6 +197,7 @@ def add_cell_parsers(sub) -> None:
                         "and an admin API key, printed once")
     u.set_defaults(func=cmd_up)
     add_keys_parser(sub)
+    add_tenants_parser(sub)
 
 
 
@@ -234,7 +255,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     else:
         made = _admin_call(args, "POST", "/keys", {
             "tenant": args.tenant, "role": args.role, "models": args.models or [],
-            "rpm": args.rpm, "tpm": args.tpm, "expires_in": args.expires})
+            "rpm": args.rpm, "tpm": args.tpm, "concurrency": args.concurrency,
+            "max_priority": args.max_priority, "expires_in": args.expires})
     key = made.pop("key")
     print(json.dumps(made), file=sys.stderr)
     print(key)  # shown this once: the admin keeps only its hash
@@ -254,8 +276,13 @@ def add_keys_parser(sub) -> None:
     c.add_argument("--role", default="user", choices=["viewer", "user", "admin"])
     c.add_argument("--models", action="append", metavar="GLOB",
                    help="Sax model paths or globs the key may use (repeatable; default: all)")
-    c.add_argument("--rpm", type=int, default=None, help="requests per minute")
-    c.add_argument("--tpm", type=int, default=None, help="tokens per minute")
+    c.add_argument("--rpm", type=int, default=None,
+                   help="requests per quota window (a minute unless the admin sets another)")
+    c.add_argument("--tpm", type=int, default=None,
+                   help="tokens per quota window: prompt + max_tokens, settled to usage")
+    c.add_argument("--concurrency", type=int, default=None, help="requests in flight at once")
+    c.add_argument("--max-priority", default=None, choices=["interactive", "batch"],
+                   help="the highest priority band the key's requests may ask for")
     c.add_argument("--expires", type=_duration, default=None,
                    help="lifetime, e.g. 30d, 12h (default: never)")
     actions.add_parser("list", help="every key, without secrets")
@@ -278,3 +305,38 @@ def add_keys_parser(sub) -> None:
     r.add_argument("--key-file", required=True, help="the current master key")
     r.add_argument("--new-key-file", required=True, help="the new master key")
     k.set_defaults(func=cmd_keys)
+
+
+# ---- llmcell tenants -----------------------------------------------------------------------------
+def cmd_tenants(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for record in _admin_call(args, "GET", "/tenants"):
+            print(json.dumps(record))
+    elif args.action == "delete":
+        print(json.dumps(_admin_call(args, "DELETE", f"/tenants/{args.tenant}")))
+    else:
+        print(json.dumps(_admin_call(args, "PUT", f"/tenants/{args.tenant}", {
+            "rpm": args.rpm, "tpm": args.tpm, "concurrency": args.concurrency,
+            "weight": args.weight})))
+    return 0
+
+
+def add_tenants_parser(sub) -> None:
+    t = sub.add_parser("tenants", help="tenants' own limits and fair-queuing weights",
+                       description="Limits shared by all of a tenant's keys, across the cell, "
+                                   "and the tenant's weight when requests queue.")
+    t.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
+    t.add_argument("--api-key", default=None, help=f"an admin key (default: ${API_KEY_ENV})")
+    add_security_flags(t)
+    actions = t.add_subparsers(dest="action", required=True)
+    s = actions.add_parser("set", help="set a tenant's limits and weight (replacing them)")
+    s.add_argument("tenant")
+    s.add_argument("--rpm", type=int, default=None, help="requests per quota window")
+    s.add_argument("--tpm", type=int, default=None, help="tokens per quota window")
+    s.add_argument("--concurrency", type=int, default=None, help="requests in flight at once")
+    s.add_argument("--weight", type=float, default=1.0,
+                   help="share of the slots when requests queue (default: 1)")
+    actions.add_parser("list", help="every tenant with limits")
+    d = actions.add_parser("delete", help="drop a tenant's limits (its keys keep theirs)")
+    d.add_argument("tenant")
+    t.set_defaults(func=cmd_tenants)

@@ -44,6 +44,21 @@ def test_the_edge_layers_import_nothing_below_them():
             assert not bad, f"{name} imports {bad}"
 
 
+def test_the_tenancy_and_routing_decisions_are_pure():
+    """Quotas, leases, fair queuing and routing decide over snapshots: they import the wire types
+    and nothing that does I/O (no HTTP, no database, no event loop)."""
+    io = {"httpx", "starlette", "uvicorn", "sqlite3", "asyncio", "socket", "psycopg", "torch"}
+    for path in [*PACKAGE.glob("tenancy/*.py"), *PACKAGE.glob("router/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            for n in names:
+                assert n.split(".")[0] not in io, f"{path.name} imports {n}"
+                if n.startswith("llmcell."):
+                    assert n.startswith(("llmcell.protocol", "llmcell.router",
+                                         "llmcell.tenancy")), f"{path.name} imports {n}"
+
+
 def test_no_import_cycles():
     graph = _graph()
     # packages import their own submodules (lazy exports): only module-to-module edges count

@@ -28,6 +28,8 @@ from llmcell.admin.key_routes import key_routes
 from llmcell.admin.keys import KeyStore
 from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
+from llmcell.admin.tenant_routes import tenant_routes
+from llmcell.admin.tenants import TenantStore
 from llmcell.config.admin import AdminConfig
 from llmcell.encryption import read_key
 from llmcell.edge.auth import CELL_ONLY, OPEN, AuthError, Authenticator, AuthMiddleware, KeyTable
@@ -56,6 +58,7 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
                     read_key(config.master_key_file) if config.master_key_file else None)
     if config.bootstrap_admin_key is not None:
         keys.ensure(config.bootstrap_admin_key, "admin", "admin")
+    tenants = TenantStore(registry.store.db)
     audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"))
     cached: list = [None, -1]  # the key table, and the store version it was made at
 
@@ -99,5 +102,6 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
         Route("/metrics", prometheus, methods=["GET"]),
         *model_routes(config, registry, audit),
         *cell_routes(config, registry, probe),
-        *key_routes(config, keys, audit),
+        *key_routes(config, keys, tenants, audit),
+        *tenant_routes(config, keys, tenants, audit),
     ], lifespan=lifespan, exception_handlers=admin_error_handlers(), middleware=middleware)

@@ -1,6 +1,6 @@
 """API keys on the admin: create (the key is in this reply only), list (never a secret), revoke
-and rotate, for the `admin` role; and the table that gateways follow (`/cell/keys`: hashes and
-the hashing secret, for members of the cell only)."""
+and rotate, for the `admin` role; and the table that gateways follow (`/cell/keys`: hashes, the
+hashing secret and the tenants' limits, for members of the cell only)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from starlette.routing import Route
 from llmcell.admin.audit import Audit
 from llmcell.admin.errors import AdminError, read_body
 from llmcell.admin.keys import KeyStore
+from llmcell.admin.tenants import TenantStore
 from llmcell.config.admin import AdminConfig
 from llmcell.protocol.auth import KeyRequest
 
 
-def key_routes(config: AdminConfig, keys: KeyStore, audit: Audit) -> list[Route]:
+def key_routes(config: AdminConfig, keys: KeyStore, tenants: TenantStore,
+               audit: Audit) -> list[Route]:
     def require_auth() -> None:
         if not config.security.auth:
             raise AdminError(409, "API keys need the cell credential: start the cell with auth "
@@ -52,8 +54,10 @@ def key_routes(config: AdminConfig, keys: KeyStore, audit: Audit) -> list[Route]
         return JSONResponse(dict(record.public(), key=key, replaces=key_id))
 
     async def table(request: Request) -> Response:
-        return JSONResponse({"version": keys.version, "secret": keys.secret.hex(),
-                             "keys": [r.to_json() for r in keys.all()]})
+        return JSONResponse({"version": [keys.version, tenants.version],
+                             "secret": keys.secret.hex(),
+                             "keys": [r.to_json() for r in keys.all()],
+                             "tenants": [t.to_json() for t in tenants.all()]})
 
     return [
         Route("/keys", create, methods=["POST"]),

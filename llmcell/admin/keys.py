@@ -24,11 +24,16 @@ CREATE TABLE IF NOT EXISTS keys (
     tpm INTEGER,
     created REAL NOT NULL,
     expires REAL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    concurrency INTEGER,
+    max_priority TEXT
 );
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
-_COLUMNS = "id, tenant, role, hash, models, rpm, tpm, created, expires, revoked"
+_COLUMNS = ("id, tenant, role, hash, models, rpm, tpm, concurrency, max_priority, created, "
+            "expires, revoked")
+_ADDED = {"concurrency": "INTEGER", "max_priority": "TEXT"}
+"""Columns later than the first stores: added to a store that lacks them."""
 
 
 _LABEL = b"the admin's key-hash secret"
@@ -40,6 +45,10 @@ class KeyStore:
         store without it keeps the secret as it is, and one sealed needs it to open)."""
         self.db = db
         self.db.executescript(_SCHEMA)
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(keys)")}
+        for column, kind in _ADDED.items():
+            if column not in have:
+                self.db.execute(f"ALTER TABLE keys ADD COLUMN {column} {kind}")
         row = self.db.execute("SELECT value FROM secrets WHERE name = 'key_hash'").fetchone()
         if row is None:
             secret = secrets.token_bytes(32)
@@ -65,7 +74,8 @@ class KeyStore:
         key = new_key()
         expires = None if req.expires_in is None else now + req.expires_in
         record = KeyRecord(new_key_id(), req.tenant, req.role, key_hash(self.secret, key),
-                           req.models, req.rpm, req.tpm, now, expires)
+                           req.models, req.rpm, req.tpm, req.concurrency, req.max_priority, now,
+                           expires)
         self._insert(record)
         return key, record
 
@@ -80,9 +90,9 @@ class KeyStore:
         return record
 
     def _insert(self, r: KeyRecord) -> None:
-        self.db.execute(f"INSERT INTO keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute(f"INSERT INTO keys ({_COLUMNS}) VALUES ({', '.join('?' * 12)})",
                         (r.id, r.tenant, r.role, r.hash, json.dumps(list(r.models)), r.rpm, r.tpm,
-                         r.created, r.expires, int(r.revoked)))
+                         r.concurrency, r.max_priority, r.created, r.expires, int(r.revoked)))
         self.version += 1
 
     def all(self) -> list[KeyRecord]:
@@ -111,13 +121,13 @@ class KeyStore:
         if old is None or not old.active(now):
             return None
         left = None if old.expires is None else old.expires - now
-        made = self.create(KeyRequest(old.tenant, old.role, old.models, old.rpm, old.tpm, left),
-                           now)
+        made = self.create(KeyRequest(old.tenant, old.role, old.models, old.rpm, old.tpm, left,
+                                      old.concurrency, old.max_priority), now)
         self.revoke(key_id)
         return made
 
 
 def _record(row) -> KeyRecord:
-    id_, tenant, role, digest, models, rpm, tpm, created, expires, revoked = row
-    return KeyRecord(id_, tenant, role, digest, tuple(json.loads(models)), rpm, tpm, created,
-                     expires, bool(revoked))
+    *head, models, rpm, tpm, concurrency, max_priority, created, expires, revoked = row
+    return KeyRecord(*head, tuple(json.loads(models)), rpm, tpm, concurrency, max_priority,
+                     created, expires, bool(revoked))

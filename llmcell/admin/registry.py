@@ -138,7 +138,7 @@ class CellRegistry:
         models = {}
         for spec in self.store.all():
             models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting,
-                                          r.max_model_len)
+                                          r.max_model_len, r.slots)
                                   for rec, r in self._ready(spec.model)]
         return RouteView(self.version, models)
 

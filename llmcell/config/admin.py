@@ -41,6 +41,10 @@ class AdminConfig:
     the admin's store are kept sealed under it."""
     audit_path: Path | None = None
     """JSON lines of admin actions (default: beside the state file, `*.audit.jsonl`)."""
+    quota_window: float = 60.0
+    """Seconds of a quota window: `rpm` and `tpm` are requests and tokens per window."""
+    lease_ttl: float = 3.0
+    """Seconds a gateway's quota leases outlive its last report (then its share returns)."""
 
     def __post_init__(self) -> None:
         self.security.check_exposure(self.host)
@@ -56,6 +60,10 @@ class AdminConfig:
             raise ValueError(f"kv_reserve_bytes={self.kv_reserve_bytes} must be >= 0")
         if self.bytes_per_param <= 0:
             raise ValueError(f"bytes_per_param={self.bytes_per_param} must be > 0")
+        if not 0 < self.quota_window <= 86400:
+            raise ValueError(f"quota_window={self.quota_window} must be in (0, 86400] seconds")
+        if not 0 < self.lease_ttl <= 600:
+            raise ValueError(f"lease_ttl={self.lease_ttl} must be in (0, 600] seconds")
 
     @property
     def dead_after(self) -> float:

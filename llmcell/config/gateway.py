@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from llmcell.config.security import CellSecurity
 
 POLICIES = ("round_robin", "least_load", "prefix_affinity")
+QUEUEING = ("fair", "off")
 DIALECTS = ("v1", "v2")
 
 
@@ -36,6 +37,21 @@ class GatewayConfig:
     drain_timeout: float = 10.0
     """Seconds running requests may finish after SIGTERM; connections still open then (an idle
     TLS keep-alive, a stream) are closed."""
+    lease_interval: float = 1.0
+    """Seconds between the gateway's quota reports to the admin (each returns its leases)."""
+    queueing: str = "fair"
+    """`fair`: when a model's slots are full, requests wait here and go by tenant fairly
+    (tenancy/fair_queue.py); `off`: every request goes straight to a replica."""
+    max_queued: int = 256
+    """Requests one tenant may have waiting for one model; beyond: 429."""
+    queue_timeout: float = 30.0
+    """Seconds a request may wait for a slot; then 503 with Retry-After."""
+    replica_slots: int = 0
+    """Batch slots per replica when its server reports none (an external engine); 0: such
+    replicas are never counted full."""
+    default_reserve_tokens: int = 512
+    """Tokens reserved against a token quota for the answer of a request without max_tokens
+    (settled to what it used)."""
 
     @property
     def advertised(self) -> str:
@@ -61,5 +77,17 @@ class GatewayConfig:
             raise ValueError(f"bounded_load={self.bounded_load} must be >= 1.0")
         if not 0 <= self.drain_timeout <= 3600:
             raise ValueError(f"drain_timeout={self.drain_timeout} must be in [0, 3600] seconds")
+        if self.queueing not in QUEUEING:
+            raise ValueError(f"queueing={self.queueing!r} is not one of {QUEUEING}")
+        if not 0.05 <= self.lease_interval <= 60:
+            raise ValueError(f"lease_interval={self.lease_interval} must be in [0.05, 60] s")
+        if self.max_queued < 1:
+            raise ValueError(f"max_queued={self.max_queued} must be >= 1")
+        if self.queue_timeout <= 0:
+            raise ValueError(f"queue_timeout={self.queue_timeout} must be > 0 seconds")
+        if self.replica_slots < 0:
+            raise ValueError(f"replica_slots={self.replica_slots} must be >= 0")
+        if self.default_reserve_tokens < 1:
+            raise ValueError(f"default_reserve_tokens={self.default_reserve_tokens} must be >= 1")
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes={self.max_body_bytes} must be positive")

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from llmcell.config.gateway import GatewayConfig
+from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.openai_routes import openai_routes
 from llmcell.gateway.saxml_routes import saxml_routes
@@ -47,8 +48,9 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
     metrics = GatewayMetrics(config.policy)
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
                           config.retries, metrics.routed)
-    sax, on_sax_error = saxml_routes(admin, view, forwarder, config.sax_compat,
-                                     config.max_body_bytes)
+    admission = Admission(config, view, admin, metrics)
+    sax, on_sax_error = saxml_routes(admin, view, forwarder, admission, config.sax_compat,
+                                     config.max_body_bytes, config.default_reserve_tokens)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "admin_reachable": view.admin_ok,
@@ -64,11 +66,13 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
 
     @asynccontextmanager
     async def lifespan(app):
-        follower = asyncio.create_task(view.follow())
+        followers = [asyncio.create_task(view.follow()),
+                     asyncio.create_task(admission.follow())]
         try:
             yield
         finally:
-            follower.cancel()
+            for task in followers:
+                task.cancel()
             await replicas.aclose()
             await admin.aclose()
 
@@ -87,10 +91,12 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
         routes=[Route("/health", health, methods=["GET"]),
                 Route("/metrics", prometheus, methods=["GET"]),
                 Route("/openapi.json", openapi, methods=["GET"]), *sax,
-                *openai_routes(view, forwarder, config.max_body_bytes, config.prefix_chars)],
+                *openai_routes(view, forwarder, admission, config.max_body_bytes,
+                               config.prefix_chars, config.default_reserve_tokens)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,
                             **openai_error_handlers()},
         middleware=middleware)
     app.state.view = view
+    app.state.admission = admission
     return app

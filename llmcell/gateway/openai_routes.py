@@ -1,19 +1,23 @@
 """OpenAI API on the gateway: chat and completions routed to a replica of the named model
 (a Sax path or its last component), and the models with at least one active replica.
 
-Requests are validated here, at the edge, so bad input never reaches a replica; the body is then
-forwarded with `model` set to the Sax path. Streams pass through as they arrive.
+Requests are validated here, at the edge, so bad input never reaches a replica. They are then
+admitted (gateway/admission.py: the caller's quotas, a slot by fair queuing) and forwarded with
+`model` set to the Sax path. Streams pass through as they arrive.
 """
 
 from __future__ import annotations
 
 import time
+from typing import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
+from llmcell.gateway.usage import UsageTap, reservation, tokens_of
 from llmcell.gateway.view import CellView
 from llmcell.protocol.openai import model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
@@ -38,8 +42,8 @@ def prefix_text(body: dict, chat: bool) -> str:
     return prompt if isinstance(prompt, str) else str(prompt)
 
 
-def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
-                  prefix_chars: int) -> list[Route]:
+def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, max_body: int,
+                  prefix_chars: int, default_reserve: int) -> list[Route]:
     created = int(time.time())  # the cards' `created`: when this gateway started serving
 
     async def generate(request: Request, chat: bool) -> Response:
@@ -50,15 +54,36 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         request.state.model = model  # the metrics label: only published names get here
         key = hash64(prefix_text(body, chat)[:prefix_chars])
         path = "/v1/chat/completions" if chat else "/v1/completions"
+        tokens = reservation(body, chat, req.sampling.max_tokens, req.sampling.n,
+                             default_reserve)
+        try:
+            admitted = await unless_disconnected(request, admission.enter(request, model, tokens))
+        except ClientDisconnected:
+            return Response(status_code=CLIENT_CLOSED)
+        forward = dict(body, model=model)
+        if req.stream and admitted.counts_tokens and not req.include_usage:
+            forward["stream_options"] = {**(body.get("stream_options") or {}),
+                                         "include_usage": True}
         try:
             result = await unless_disconnected(request, forwarder.send(
-                model, path, dict(body, model=model), req.stream, key))
+                model, path, forward, req.stream, key))
         except ClientDisconnected:  # the replica's request was closed with it: it aborts
+            admitted.release(None)
             return Response(status_code=CLIENT_CLOSED)
-        headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts)}
+        except BaseException:
+            admitted.release(0)
+            raise
+        headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts),
+                   **admitted.headers}
         if result.stream is not None:
             result.on_broken = lambda: setattr(request.state, "stream_broken", True)
-            return EventStreamResponse(result.stream, headers=headers)
+            stream = result.stream
+            if admitted.counts_tokens:
+                stream = UsageTap(stream, req.include_usage, admitted.release)
+            else:
+                stream = _released(stream, admitted.release)
+            return EventStreamResponse(stream, headers=headers)
+        admitted.release(tokens_of(result.body) if result.status == 200 else 0)
         return JSONResponse(result.body, result.status, headers=headers)
 
     async def chat(request: Request) -> Response:
@@ -89,3 +114,11 @@ def openai_routes(view: CellView, forwarder: Forwarder, max_body: int,
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),
     ]
+
+
+async def _released(stream: AsyncIterator[bytes], release) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        release(None)

@@ -8,13 +8,14 @@ log-probabilities.
 
 from __future__ import annotations
 
-
 import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
+from llmcell.gateway.usage import reservation, tokens_of
 from llmcell.gateway.view import CellView
 from llmcell.edge.auth import check_model, principal_of
 from llmcell.edge.body import read_json
@@ -29,7 +30,8 @@ def caller_headers(request: Request) -> tuple[str | None, str | None]:
 
 
 def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
-                 default_dialect: str, max_body: int):
+                 admission: Admission, default_dialect: str, max_body: int,
+                 default_reserve: int):
     """The Saxml routes and the handler that shapes their errors in the caller's dialect."""
     def dialect(request: Request) -> str:
         value = request.headers.get("x-sax-compat", default_dialect).lower()
@@ -106,9 +108,16 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
                 "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
                 "top_k": p.top_k, "logprobs": True}
         try:
-            result = await forwarder.send(req.model, "/v1/chat/completions", chat, False)
+            admitted = await admission.enter(request, req.model, reservation(
+                chat, True, p.max_tokens, p.n, default_reserve))
+            try:
+                result = await forwarder.send(req.model, "/v1/chat/completions", chat, False)
+            except BaseException:
+                admitted.release(0)
+                raise
         except APIError as e:
-            raise SaxError(e.status, e.message) from None
+            raise SaxError(e.status, e.message, e.headers) from None
+        admitted.release(tokens_of(result.body) if result.status == 200 else 0)
         if result.status != 200:
             raise SaxError(result.status, result.body.get("error", {}).get("message",
                                                                             str(result.body)))
@@ -116,11 +125,11 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
         for choice in result.body["choices"]:
             tokens = (choice.get("logprobs") or {}).get("content") or []
             samples.append([choice["message"]["content"], sum(t["logprob"] for t in tokens)])
-        return answer(request, generate_reply(samples, d))
+        return JSONResponse(generate_reply(samples, d), headers=admitted.headers)
 
     async def on_sax_error(request: Request, exc: SaxError) -> Response:
         d = dialect(request)
-        return JSONResponse(exc.body(d), exc.status_for(d))
+        return JSONResponse(exc.body(d), exc.status_for(d), headers=exc.headers)
 
     routes = [
         Route("/", root, methods=["GET"]),

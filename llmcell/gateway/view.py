@@ -19,6 +19,7 @@ from llmcell.edge.auth import KeyTable
 from llmcell.protocol.auth import KeyRecord
 from llmcell.protocol.cell import Replica, RouteView
 from llmcell.protocol.errors import APIError
+from llmcell.protocol.tenancy import TenantRecord
 
 
 class CellView:
@@ -32,6 +33,8 @@ class CellView:
         self.cooldown: dict[str, float] = {}
         self.keys: KeyTable | None = None
         """The admin's API keys (hashes), followed with the routes when auth is on."""
+        self.tenants: dict[str, TenantRecord] = {}
+        """Tenants' own limits and weights, followed with the keys."""
 
     async def refresh(self) -> None:
         try:
@@ -52,6 +55,8 @@ class CellView:
         data = r.json()
         self.keys = KeyTable.of(bytes.fromhex(data["secret"]),
                                 [KeyRecord.from_json(k) for k in data["keys"]])
+        tenants = [TenantRecord.from_json(t) for t in data.get("tenants", [])]
+        self.tenants = {t.name: t for t in tenants}
 
     async def follow(self) -> None:
         while True:

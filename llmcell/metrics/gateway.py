@@ -54,6 +54,14 @@ class GatewayMetrics:
                                  registry=r)
         self.streams = Gauge("llmcell:gateway_active_streams", "Streaming answers in flight.",
                              registry=r)
+        self.queue_depth = Gauge("llmcell:gateway_queue_depth", "Requests waiting at this "
+                                 "gateway for a slot, by tenant.", ["tenant"], registry=r)
+        self.queue_wait = Histogram("llmcell:gateway_queue_wait_seconds", "Time a request "
+                                    "waited for a slot, by tenant.", ["tenant"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.refused = Counter("llmcell:gateway_rate_limited", "Requests refused by a quota or "
+                               "the queue, by tenant and limit (requests, tokens, concurrent, "
+                               "queue_full, queue_timeout).", ["tenant", "limit"], registry=r)
 
     def routed(self, model: str, replica: str, attempt: int) -> None:
         self.decisions.labels(self.policy, replica).inc()

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from llmcell.protocol.cell import WireError
+from llmcell.protocol.tenancy import BANDS, check_limit, check_tenant
 
 PREFIX = "sk-llmcell-"
 KEY = re.compile(r"^sk-llmcell-[A-Za-z0-9_-]{43}$")
@@ -56,9 +57,14 @@ class KeyRecord:
     models: tuple[str, ...] = ()
     """Sax model paths or globs (`/sax/test/*`) the key may use; empty: every model."""
     rpm: int | None = None
-    """Requests per minute (enforced by the tenancy layer)."""
+    """Requests per window (a minute by default), across the cell (tenancy/ledger.py)."""
     tpm: int | None = None
-    """Tokens per minute (enforced by the tenancy layer)."""
+    """Tokens per window (a minute by default): the prompt plus `max_tokens`, settled to what
+    was used."""
+    concurrency: int | None = None
+    """Requests in flight at once, across the cell."""
+    max_priority: str | None = None
+    """The highest priority band its requests may ask for (None: any)."""
     created: float = 0.0
     expires: float | None = None
     """Unix time after which the key is refused; None: never."""
@@ -87,6 +93,7 @@ class KeyRecord:
             record = cls(str(data["id"]), str(data["tenant"]), str(data["role"]),
                          str(data["hash"]), tuple(str(m) for m in data.get("models") or ()),
                          _optional_int(data.get("rpm")), _optional_int(data.get("tpm")),
+                         _optional_int(data.get("concurrency")), data.get("max_priority"),
                          float(data.get("created", 0.0)),
                          None if data.get("expires") is None else float(data["expires"]),
                          bool(data.get("revoked", False)))
@@ -94,6 +101,8 @@ class KeyRecord:
             raise WireError(f"malformed key record: {e!r}") from None
         if record.role not in ROLES:
             raise WireError(f"key role {record.role!r} is not one of {ROLES}")
+        if record.max_priority not in (None, *BANDS):
+            raise WireError(f"key max_priority {record.max_priority!r} is not one of {BANDS}")
         return record
 
 
@@ -112,14 +121,14 @@ class KeyRequest:
     tpm: int | None = None
     expires_in: float | None = None
     """Seconds from creation; None: never expires."""
+    concurrency: int | None = None
+    max_priority: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> "KeyRequest":
         if not isinstance(data, dict):
             raise WireError("the request body must be a JSON object")
-        tenant = data.get("tenant")
-        if not isinstance(tenant, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", tenant):
-            raise WireError("'tenant' must be 1-64 characters of letters, digits, '_', '.', '-'")
+        tenant = check_tenant(data.get("tenant"))
         role = data.get("role", "user")
         if role not in ROLES:
             raise WireError(f"'role' must be one of {', '.join(ROLES)}, got {role!r}")
@@ -127,16 +136,17 @@ class KeyRequest:
         if not isinstance(models, list) or not all(
                 isinstance(m, str) and m.startswith("/sax/") and len(m) < 256 for m in models):
             raise WireError("'models' must be a list of Sax model paths or globs (/sax/cell/*)")
-        limits = {}
-        for name in ("rpm", "tpm", "expires_in"):
-            value = data.get(name)
-            if value is not None and (isinstance(value, bool) or not isinstance(
-                    value, (int, float)) or not 0 < value < 1e12):
-                raise WireError(f"'{name}' must be a positive number, got {value!r}")
-            limits[name] = value
-        return cls(tenant, role, tuple(models),
-                   None if limits["rpm"] is None else int(limits["rpm"]),
-                   None if limits["tpm"] is None else int(limits["tpm"]), limits["expires_in"])
+        expires_in = data.get("expires_in")
+        if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(
+                expires_in, (int, float)) or not 0 < expires_in < 1e12):
+            raise WireError(f"'expires_in' must be a positive number, got {expires_in!r}")
+        max_priority = data.get("max_priority")
+        if max_priority not in (None, *BANDS):
+            raise WireError(f"'max_priority' must be one of {', '.join(BANDS)}, "
+                            f"got {max_priority!r}")
+        return cls(tenant, role, tuple(models), check_limit("rpm", data.get("rpm")),
+                   check_limit("tpm", data.get("tpm")), expires_in,
+                   check_limit("concurrency", data.get("concurrency")), max_priority)
 
 
 def bearer(header: str | None) -> str | None:

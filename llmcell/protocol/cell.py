@@ -56,6 +56,8 @@ class ReplicaReport:
     waiting: int = 0
     max_model_len: int = 0
     """The replica's context window in tokens (0 until it is loaded, or when unknown)."""
+    slots: int = 0
+    """Requests its engine runs at once (its batch size; 0: unknown, an external engine)."""
 
     @property
     def assignment(self) -> Assignment:
@@ -72,7 +74,7 @@ class ReplicaReport:
         return cls(_get(data, "model", str), _get(data, "model_path", str),
                    _get(data, "checkpoint", str), state, str(data.get("error", "")),
                    int(data.get("running", 0)), int(data.get("waiting", 0)),
-                   int(data.get("max_model_len", 0)))
+                   int(data.get("max_model_len", 0)), int(data.get("slots", 0)))
 
 
 @dataclass(frozen=True)
@@ -121,12 +123,15 @@ class Replica:
     waiting: int = 0
     """Requests waiting at the replica, as its server last reported."""
     max_model_len: int = 0
+    slots: int = 0
+    """Requests its engine runs at once (0: unknown): the gateway queues beyond them."""
     outstanding: int = 0
     """Requests this gateway has in flight to it (the gateway's own count; not on the wire)."""
 
     def to_json(self) -> dict:
         return {"server_id": self.server_id, "address": self.address, "running": self.running,
-                "waiting": self.waiting, "max_model_len": self.max_model_len}
+                "waiting": self.waiting, "max_model_len": self.max_model_len,
+                "slots": self.slots}
 
 
 @dataclass

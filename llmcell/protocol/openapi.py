@@ -11,6 +11,7 @@ from llmcell.protocol.openai import (CHAT_UNSUPPORTED, COMPLETION_UNSUPPORTED,
                                     COMPLETIONS_MAX_LOGPROBS, MAX_PROMPTS, ROLES, SAMPLING_FIELDS)
 from llmcell.protocol.saxml import CELL_PATH, MAX_REPLICAS, SAMPLING_NAMES, SAX_PATH
 from llmcell.protocol.sampling import MAX_LOGPROBS, MAX_STOP, RANGES, Range
+from llmcell.protocol.tenancy import BANDS, PRIORITY_HEADER
 
 
 def _number(rule: Range, nullable: bool = True) -> dict:
@@ -101,6 +102,18 @@ def _operation(summary: str, body: dict | None, error: dict, role: str | None) -
     op["security"] = [{"bearer": []}] if role else []
     if role:
         op["x-llmcell-role"] = role
+    if role == "user":  # inference: a priority band, and the key's rate limits on the answer
+        op["parameters"] = [{"name": PRIORITY_HEADER, "in": "header", "required": False,
+                             "description": "priority band when the model is full (capped by "
+                                            "the key's max_priority)",
+                             "schema": {"type": "string", "enum": list(BANDS)}}]
+        limits = {f"x-ratelimit-{kind}-{what}": {"schema": {"type": "string"}}
+                  for kind in ("limit", "remaining", "reset") for what in ("requests", "tokens")}
+        op["responses"]["200"]["headers"] = limits
+        op["responses"]["429"] = {
+            "description": "over a quota, or the model's queue is full",
+            "headers": {**limits, "Retry-After": {"schema": {"type": "string"}}},
+            "content": {"application/json": {"schema": error}}}
     return op
 
 

@@ -27,10 +27,13 @@ MAX_REPLICAS = 1024
 class SaxError(Exception):
     """A Saxml REST error: HTTP status + message; `body(dialect)` shapes it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None
+                 ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
+        """Sent with the error (Retry-After and the rate-limit headers of a 429)."""
 
     def status_for(self, dialect: str) -> int:
         return 400 if dialect == "v1" and self.status < 500 else self.status

@@ -55,7 +55,8 @@ class CellAgent:
             load = r.backend.load()
             out.append(ReplicaReport(r.assignment.model, r.assignment.model_path,
                                      r.assignment.checkpoint, r.state, r.error, load.running,
-                                     load.waiting, r.backend.max_model_len).to_json())
+                                     load.waiting, r.backend.max_model_len,
+                                     load.slots).to_json())
         return out
 
     async def run(self) -> None:

@@ -21,6 +21,8 @@ class Load:
     waiting: int
     kv_cache_usage: float
     ready: bool
+    slots: int = 0
+    """Requests the engine runs at once (0: unknown)."""
 
 
 @dataclass

@@ -93,7 +93,7 @@ class BuiltinBackend:
             return Load(0, 0, 0.0, False)
         s = self.engine.stats()
         return Load(s.num_running, s.num_waiting, s.kv_cache_usage,
-                    self._ready and self.engine.is_alive)
+                    self._ready and self.engine.is_alive, self.config.engine_config.max_num_seqs)
 
     @property
     def in_flight(self) -> int:

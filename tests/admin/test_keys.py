@@ -104,6 +104,9 @@ def test_revoke_and_rotate(admin):
     ({"tenant": ""}, "tenant"), ({"tenant": "a b"}, "tenant"),
     ({"tenant": "t", "role": "root"}, "role"), ({"tenant": "t", "models": ["*"]}, "models"),
     ({"tenant": "t", "rpm": -1}, "rpm"), ({"tenant": "t", "expires_in": "soon"}, "expires_in"),
+    ({"tenant": "t", "rpm": 0}, "rpm"), ({"tenant": "t", "tpm": 2.5}, "tpm"),
+    ({"tenant": "t", "concurrency": -3}, "concurrency"),
+    ({"tenant": "t", "max_priority": "urgent"}, "max_priority"),
 ])
 def test_bad_key_requests_name_the_field(admin, body, field):
     r = admin.post("/keys", json=body, headers=CELL)

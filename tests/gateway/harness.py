@@ -1,6 +1,6 @@
 """A whole gateway app in process: the real admin app behind it (over `httpx.ASGITransport`,
 its SQLite store in a temporary folder) and replicas that are `httpx.MockTransport` handlers
-answering chat completions. No processes, no sockets."""
+answering chat completions (and streams of them). No processes, no sockets."""
 
 from __future__ import annotations
 
@@ -21,11 +21,17 @@ from llmcell.gateway.app import create_gateway_app
 
 MODEL = "/sax/test/m"
 SOURCE = "smollm2-135m-instruct"
+USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+"""What every replica answer says it used."""
 
 
 class Gateway:
     def __init__(self, tmp_path, token: str | None = None, admin_up: bool = True,
-                 bootstrap: str | None = None) -> None:
+                 bootstrap: str | None = None, slots: int = 0, **gateway) -> None:
+        """`slots`: what the replicas report; `gateway`: GatewayConfig fields."""
+        self.slots = slots
+        self.hold: asyncio.Event | None = None
+        """When set, replicas answer only once it is set (requests pile up)."""
         security = CellSecurity(token)
         self.cell = security.headers()
         config = AdminConfig(state_path=tmp_path / "admin.sqlite3", security=security,
@@ -37,7 +43,7 @@ class Gateway:
         self.chats: list[dict] = []  # what the replicas were sent
         self.replica_headers: list[dict] = []
         self.app = create_gateway_app(
-            GatewayConfig(admin="http://admin", security=security),
+            GatewayConfig(admin="http://admin", security=security, **gateway),
             httpx.MockTransport(self._admin), httpx.MockTransport(self._replica))
         self.view = self.app.state.view
         self.client = TestClient(self.app)
@@ -49,15 +55,31 @@ class Gateway:
         transport = httpx.ASGITransport(self.admin_app)
         return await transport.handle_async_request(request)
 
-    def _replica(self, request: httpx.Request) -> httpx.Response:
+    async def _replica(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.chats.append(body)
         self.replica_headers.append(dict(request.headers))
+        if self.hold is not None:
+            await self.hold.wait()
+        if body.get("stream"):
+            return httpx.Response(200, stream=httpx.ByteStream(self._events(body)),
+                                  headers={"content-type": "text/event-stream"})
         return httpx.Response(200, json={"choices": [{
             "index": 0, "message": {"role": "assistant", "content": "Paris"},
             "logprobs": {"content": [{"token": "Par", "logprob": -0.5},
                                      {"token": "is", "logprob": -0.25}]},
-            "finish_reason": "stop"}]})
+            "finish_reason": "stop"}], "usage": USAGE})
+
+    @staticmethod
+    def _events(body: dict) -> bytes:
+        usage = (body.get("stream_options") or {}).get("include_usage")
+        chunks = [{"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}
+                  for t in ("Par", "is")]
+        if usage:
+            chunks = [dict(c, usage=None) for c in chunks]
+            chunks.append({"choices": [], "usage": USAGE})
+        return b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + \
+            b"data: [DONE]\n\n"
 
     def refresh(self) -> None:
         asyncio.run(self.view.refresh())  # the gateway follows the admin's routes and keys
@@ -73,7 +95,7 @@ class Gateway:
             "id": "r0", "address": "http://r0", "engine": "builtin", "memory_bytes": 8 << 30,
             "group_size": 1, "models": ["*"]}}).raise_for_status()
         assigned = self.admin.post("/cell/servers/r0/heartbeat", json={"replicas": []}).json()
-        ready = [dict(a, state="ready", error="", running=0, waiting=0)
+        ready = [dict(a, state="ready", error="", running=0, waiting=0, slots=self.slots)
                  for a in assigned["assignments"]]
         self.admin.post("/cell/servers/r0/heartbeat",
                         json={"replicas": ready}).raise_for_status()

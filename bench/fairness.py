@@ -1,0 +1,217 @@
+"""Fair queuing between tenants: a quiet tenant's TTFT next to a flooding one, in one run.
+
+Starts a cell of real processes (admin, one model server with `--max-num-seqs` slots, a gateway,
+auth on) and makes two keys: tenant A and tenant B. It then measures B's TTFT three times:
+- on an idle cell;
+- while A keeps `--flood` streams in flight, with the gateway's fair queuing (`--queueing fair`);
+- the same with fair queuing off (`--queueing off`: every request goes to the server, whose own
+  queue is first come, first served).
+B sends one streamed request at a time. The run prints p50/p95 TTFT of each, the ratios to the
+idle cell and A's throughput, and writes a CDF plot (PNG) and the figures (JSON).
+
+    .venv/bin/python bench/fairness.py [--flood 32] [--requests 20] [--slots 8] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from llmcell.local_cell import free_port
+from llmcell.protocol.auth import new_key
+
+SAX = "/sax/test/smollm2"
+PROMPT_B = "In one sentence, what is a hash table?"
+PROMPT_A = "Write a short story about a lighthouse keeper and the sea."
+
+
+def spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args], env=env,
+                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
+
+
+def wait(url: str, timeout: float = 180.0, check=lambda r: r.status_code == 200) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check(httpx.get(url, timeout=2)):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+async def stream_once(client: httpx.AsyncClient, key: str, prompt: str, max_tokens: int
+                      ) -> tuple[float, int]:
+    """(TTFT, output chunks) of one streamed chat request."""
+    start = time.perf_counter()
+    first, chunks = None, 0
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens, "stream": True}
+    async with client.stream("POST", "/v1/chat/completions", json=body,
+                             headers={"Authorization": f"Bearer {key}"}) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
+        async for line in r.aiter_lines():
+            if line.startswith("data: {") and '"content"' in line:
+                chunks += 1
+                if first is None:
+                    first = time.perf_counter() - start
+    return first if first is not None else time.perf_counter() - start, chunks
+
+
+async def measure(gateway: str, a: str, b: str, args, flood: bool, requests: int) -> dict:
+    async with httpx.AsyncClient(base_url=gateway, timeout=600,
+                                 limits=httpx.Limits(max_connections=256)) as client:
+        stop = asyncio.Event()
+        done = [0]
+
+        async def flooder() -> None:
+            while not stop.is_set():
+                _, n = await stream_once(client, a, PROMPT_A, args.flood_tokens)
+                done[0] += n
+
+        tasks = [asyncio.create_task(flooder()) for _ in range(args.flood if flood else 0)]
+        if flood:
+            await asyncio.sleep(args.warmup)  # A's flood fills the slots and the queue
+        started, ttfts = time.perf_counter(), []
+        for i in range(requests):
+            ttft, _ = await stream_once(client, b, PROMPT_B, args.b_tokens)
+            ttfts.append(ttft)
+            print(f"  B request {i + 1}/{requests}: TTFT {ttft * 1000:.0f} ms", flush=True)
+        elapsed = time.perf_counter() - started
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {"ttft": ttfts, "a_tokens_per_s": done[0] / elapsed if flood else None}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def plot(runs: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, run in runs.items():
+        xs = np.sort(np.asarray(run["ttft"]) * 1000)
+        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("tenant B's time to first token (ms, log)")
+    ax.set_ylabel("fraction of B's requests")
+    ax.set_title("A quiet tenant beside a flooding one")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    path = out / "fairness.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--flood", type=int, default=32, help="A's streams in flight")
+    p.add_argument("--flood-tokens", type=int, default=64, help="tokens per A request")
+    p.add_argument("--requests", type=int, default=20, help="B's requests per condition")
+    p.add_argument("--off-requests", type=int, default=5,
+                   help="B's requests with queueing off (each waits behind A's whole queue)")
+    p.add_argument("--b-tokens", type=int, default=8, help="tokens per B request")
+    p.add_argument("--slots", type=int, default=8, help="the server's --max-num-seqs")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds of flood before B starts")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="bench/results")
+    args = p.parse_args()
+    import torch
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    token, admin_key = new_key()[11:], new_key()
+    env = dict(os.environ, LLMCELL_CELL_TOKEN=token, LLMCELL_ADMIN_KEY=admin_key)
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as d:
+        logs = Path(d)
+        try:
+            admin_port = free_port("127.0.0.1")
+            admin = f"http://127.0.0.1:{admin_port}"
+            procs.append(spawn(["admin", "--port", str(admin_port), "--state",
+                                str(logs / "admin.sqlite3"), "--kv-reserve", "256MiB"], env,
+                               logs / "admin.log"))
+            wait(admin + "/health")
+            procs.append(spawn(["server", "--admin", admin, "--port",
+                                str(free_port("127.0.0.1")), "--memory", "3GiB",
+                                "--max-num-seqs", str(args.slots), "--threads",
+                                str(args.threads), "--kv-cache-memory", "512MiB",
+                                "--max-model-len", "2048"], env, logs / "server.log"))
+            h = {"Authorization": f"Bearer {admin_key}"}
+            keys = [httpx.post(admin + "/keys", json={"tenant": t}, headers=h).json()["key"]
+                    for t in ("tenant-a", "tenant-b")]
+            runs = {}
+            for queueing in ("fair", "off"):
+                port = free_port("127.0.0.1")
+                gateway = f"http://127.0.0.1:{port}"
+                gw = spawn(["gateway", "--admin", admin, "--port", str(port), "--queueing",
+                            queueing, "--queue-timeout", "600", "--max-queued", "1024"], env,
+                           logs / f"gateway-{queueing}.log")
+                procs.append(gw)
+                wait(gateway + "/health")
+                if not runs:
+                    r = httpx.post(gateway + "/publish", headers=h, json={
+                        "model": SAX, "model_path": "smollm2-135m-instruct",
+                        "checkpoint": "None", "replicas": 1}, timeout=60)
+                    r.raise_for_status()
+                wait(gateway + "/health", 300,
+                     lambda r: r.json()["models"].get(SAX, 0) >= 1)
+                time.sleep(1.0)  # the gateway follows the keys
+                if not runs:
+                    print("idle cell: B alone...", flush=True)
+                    runs["idle"] = asyncio.run(measure(gateway, *keys, args, False,
+                                                       args.requests))
+                print(f"A floods with {args.flood} streams, queueing={queueing}...", flush=True)
+                runs[f"flood, queueing {queueing}"] = asyncio.run(measure(
+                    gateway, *keys, args, True,
+                    args.requests if queueing == "fair" else args.off_requests))
+                gw.terminate()
+                gw.wait(30)
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    idle = percentile(runs["idle"]["ttft"], 50)
+    summary = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "args": vars(args), "runs": {}}
+    print(f"\nCPU capability {summary['cpu_capability']}; server slots {args.slots}, "
+          f"A {args.flood} streams x {args.flood_tokens} tokens, B x {args.b_tokens} tokens")
+    print(f"{'condition':<24} {'B p50 ms':>9} {'B p95 ms':>9} {'p50 / idle':>10} "
+          f"{'A tok/s':>8}")
+    for name, run in runs.items():
+        p50, p95 = percentile(run["ttft"], 50), percentile(run["ttft"], 95)
+        summary["runs"][name] = dict(run, p50=p50, p95=p95, ratio=p50 / idle)
+        a = run["a_tokens_per_s"]
+        print(f"{name:<24} {p50 * 1000:>9.0f} {p95 * 1000:>9.0f} {p50 / idle:>9.2f}x "
+              f"{'-' if a is None else f'{a:.0f}':>8}")
+    (out / "fairness.json").write_text(json.dumps(summary, indent=2))
+    print(f"plot: {plot(runs, out)}; figures: {out / 'fairness.json'}")
+
+
+if __name__ == "__main__":
+    main()
