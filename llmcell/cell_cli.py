@@ -263,13 +263,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_admin_client_flags(p: argparse.ArgumentParser) -> None:
+    """For commands that call the admin: where it is, an admin key, and TLS."""
+    p.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
+    p.add_argument("--api-key", default=None, help=f"an admin key (default: ${API_KEY_ENV})")
+    add_security_flags(p)
+
+
 def add_keys_parser(sub) -> None:
     k = sub.add_parser("keys", help="API keys: create, list, revoke, rotate",
                        description="Manage the cell's API keys on its admin. A new key is "
                                    "printed once (stdout); the admin keeps only its hash.")
-    k.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
-    k.add_argument("--api-key", default=None, help=f"an admin key (default: ${API_KEY_ENV})")
-    add_security_flags(k)
+    add_admin_client_flags(k)
     actions = k.add_subparsers(dest="action", required=True)
     c = actions.add_parser("create", help="a new key for a tenant")
     c.add_argument("--tenant", required=True)
@@ -325,9 +330,7 @@ def add_tenants_parser(sub) -> None:
     t = sub.add_parser("tenants", help="tenants' own limits and fair-queuing weights",
                        description="Limits shared by all of a tenant's keys, across the cell, "
                                    "and the tenant's weight when requests queue.")
-    t.add_argument("--admin", default="http://127.0.0.1:10000", help="admin URL")
-    t.add_argument("--api-key", default=None, help=f"an admin key (default: ${API_KEY_ENV})")
-    add_security_flags(t)
+    add_admin_client_flags(t)
     actions = t.add_subparsers(dest="action", required=True)
     s = actions.add_parser("set", help="set a tenant's limits and weight (replacing them)")
     s.add_argument("tenant")

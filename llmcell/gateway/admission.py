@@ -40,9 +40,9 @@ ANONYMOUS = "anonymous"
 FIRST_LEASE_WAIT = 2.0
 """Seconds a request waits for the admin's first lease of a budget; then the even share."""
 LEASE_WAIT = 2.0
-"""Seconds at most the first request of a budget at this gateway waits, when the cell's budget
-is not spent but another gateway holds what is left, for the leases to move its way (a client
-that moved to this gateway gets no 429 for it)."""
+"""Seconds at most a request waits, when this gateway's lease is spent but the cell's budget is
+not (another gateway holds what is left), for the leases to move its way: a client under its
+limit gets no 429 for the gateway it reached."""
 
 
 @dataclass
@@ -100,6 +100,20 @@ class Admission:
         for model in list(self.models):
             self._dispatch(model)  # the number of gateways, so the slots, may have moved
 
+    async def _first_lease(self, budgets: list[Budget]) -> None:
+        """Wait for the admin's first lease of budgets new here, up to `FIRST_LEASE_WAIT` after
+        the first request that asked (an exchange already under way was sent without them: then
+        one more)."""
+        for _ in range(2):
+            since = self.ledger.unleased_since(budgets)
+            left = since + FIRST_LEASE_WAIT - self.clock() if since is not None else 0
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(self.exchange()), left)
+            except asyncio.TimeoutError:
+                return
+
     async def follow(self) -> None:
         while True:
             await asyncio.shield(self.exchange())
@@ -116,18 +130,14 @@ class Admission:
             raise APIError(400, str(e), param=PRIORITY_HEADER, code="invalid_value") from None
         tenant = principal.tenant if principal is not None else ANONYMOUS
         budgets = self.budgets(principal)
-        first = bool(budgets) and bool(self.ledger.missing(budgets, self.clock()))
-        if first:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.exchange()), FIRST_LEASE_WAIT)
-            except asyncio.TimeoutError:
-                pass
         costs = {"requests": 1, "tokens": tokens, "concurrent": 1}
+        if budgets:
+            self.ledger.missing(budgets, costs, self.clock())
+            await self._first_lease(budgets)
         now = self.clock()
         decision = self.ledger.admit(budgets, costs, now)
-        deadline = now + min(LEASE_WAIT, 4 * self.config.lease_interval)
-        while first and isinstance(decision, Refusal) and decision.soon \
-                and self.clock() < deadline:
+        deadline = now + LEASE_WAIT
+        while isinstance(decision, Refusal) and decision.soon and self.clock() < deadline:
             await asyncio.sleep(self.config.lease_interval / 2)  # the leases move meanwhile
             now = self.clock()
             decision = self.ledger.admit(budgets, costs, now)

@@ -10,9 +10,10 @@ whichever gateways clients reach.
   gateway last said it enforces, until the gateway's next report confirms the new one. A lease
   that shrinks frees budget for the others only once its gateway applied it.
 - What is left of the budget (the limit less what every gateway admitted) is shared in
-  proportion to each gateway's demand since its last report, plus one, so a quiet gateway keeps
-  a little (rounded up for a gateway that was asked: the clamp to what the others do not hold
-  keeps the sum within the limit).
+  proportion to each live gateway's demand since its last report, plus one, so a quiet gateway
+  keeps a little, a live one that has not used the budget yet too (rounded up for a gateway that
+  was asked: the clamp to what the others do not hold keeps the sum within the limit). A client
+  that moves to another gateway finds a lease there.
 
 Windows are counted on the admin's monotonic clock, so a wall-clock jump moves no window. A
 gateway learns the window and how long it has left from each reply. At a window's end the
@@ -104,6 +105,8 @@ class LeaseBook:
                 weights[g] = h.demand + 1
             else:  # its lease is void; what it admitted this window stands
                 holds[g] = used[g] if windowed else 0
+        for g in live - held.keys():
+            weights[g] = 1
         pool = max(0, budget.limit - sum(used.values()))
         others = sum(v for g, v in holds.items() if g != gateway)
         share = pool * weights[gateway] / sum(weights.values())

@@ -38,6 +38,10 @@ class Share:
     """The cell's remaining budget at the last exchange."""
     used_then: int = 0
     """`used` at the last exchange (remaining = pool - what was admitted since)."""
+    leased: bool = False
+    """The admin answered for it (until then: the even share)."""
+    since: float = 0.0
+    """When this gateway first saw the budget."""
 
     def remaining(self) -> int:
         return max(0, min(self.budget.limit, self.pool - (self.used - self.used_then)))
@@ -92,13 +96,20 @@ class Ledger:
         return max(0.0, self.window_end - now)
 
     # ---- leases --------------------------------------------------------------------------------
-    def missing(self, budgets: list[Budget], now: float) -> list[Budget]:
+    def missing(self, budgets: list[Budget], costs: dict[str, int], now: float) -> list[Budget]:
         """Budgets this gateway held no lease for: each gets the even share, and is in the next
-        report (ask the admin before admitting)."""
+        report with the request's `costs` as its demand (ask the admin before admitting)."""
         new = [b for b in budgets if b.name not in self.shares]
         for b in new:
-            self.share(b, now)
+            self.share(b, now).demand = costs.get(b.resource, 0)
         return new
+
+    def unleased_since(self, budgets: list[Budget]) -> float | None:
+        """When the first of `budgets` the admin has not answered for yet was seen (None: it
+        answered for all)."""
+        waiting = [self.shares[b.name].since for b in budgets
+                   if b.name in self.shares and not self.shares[b.name].leased]
+        return min(waiting) if waiting else None
 
     def share(self, budget: Budget, now: float) -> Share:
         self.tick(now)
@@ -106,7 +117,7 @@ class Ledger:
         if s is None:
             s = self.shares[budget.name] = Share(budget, self.window,
                                                  budget.limit // max(1, self.gateways),
-                                                 pool=budget.limit)
+                                                 pool=budget.limit, since=now)
         elif s.budget.limit != budget.limit:
             s.budget = budget
         return s
@@ -140,7 +151,7 @@ class Ledger:
             if g is None:
                 del self.shares[name]
             elif reply.window == self.window or s.budget.resource not in WINDOWED:
-                s.granted, s.pool, s.used_then = g.granted, g.pool, s.used
+                s.granted, s.pool, s.used_then, s.leased = g.granted, g.pool, s.used, True
                 s.budget = Budget(g.subject, g.resource, g.limit)
 
     # ---- requests ------------------------------------------------------------------------------

@@ -83,10 +83,11 @@ def run(cell: Cell, seconds: float, rate: float, pick, cost=lambda: {"requests":
             g = pick(rng)
             if not cell.alive[g]:
                 continue
-            if cell.gateways[g].missing(budgets, cell.clock.now):
+            costs = cost()
+            if cell.gateways[g].missing(budgets, costs, cell.clock.now):
                 cell._report(g)
                 cell._land(force=True)
-            decision = cell.gateways[g].admit(budgets, cost(), cell.clock.now)
+            decision = cell.gateways[g].admit(budgets, costs, cell.clock.now)
             if not isinstance(decision, Refusal):
                 w = cell.window()
                 admitted[w] = admitted.get(w, 0) + 1
@@ -117,6 +118,24 @@ def test_demand_that_moves_between_gateways_is_followed():
     counts = full_windows(run(cell, 8 * WINDOW, rate=60,
                               pick=lambda rng: 0 if cell.clock.now % 4 < 2 else 1))
     assert all(100 <= c <= 120 for c in counts), counts
+
+
+def test_a_client_under_its_limit_that_moves_to_another_gateway_is_not_refused():
+    """The admin keeps a lease for every live gateway, one that never saw the budget too, so the
+    first request a client sends elsewhere finds room there (a window's limit is 120)."""
+    cell = Cell(2)
+    refused = []
+    for step in range(int(2 * WINDOW / 0.05)):
+        cell.step(0.05)
+        g = 0 if cell.clock.now - 1000 < 3.0 else 1
+        if cell.gateways[g].missing([RPM], {"requests": 1}, cell.clock.now):
+            cell._report(g)
+            cell._land(force=True)
+        if step % 2 == 0:  # 10 a second: a third of the limit
+            decision = cell.gateways[g].admit([RPM], {"requests": 1}, cell.clock.now)
+            if isinstance(decision, Refusal):
+                refused.append((round(cell.clock.now - 1000, 2), g))
+    assert not refused, refused
 
 
 def test_tokens_are_reserved_and_settled_to_what_was_used():
