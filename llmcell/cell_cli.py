@@ -75,7 +75,11 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            bootstrap_admin_key=bootstrap, model_roots=tuple(args.model_root),
                            master_key_file=args.master_key_file,
                            audit_path=Path(args.audit_log) if args.audit_log else None,
-                           quota_window=args.quota_window, lease_ttl=args.lease_ttl))
+                           quota_window=args.quota_window, lease_ttl=args.lease_ttl,
+                           batch_gateway=args.batch_gateway, blob_url=args.blobs,
+                           max_file_bytes=args.max_file_bytes,
+                           max_file_lines=args.max_file_lines,
+                           batch_concurrency=args.batch_concurrency))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -88,7 +92,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                              drain_timeout=args.drain_timeout,
                              lease_interval=args.lease_interval, queueing=args.queueing,
                              max_queued=args.max_queued, queue_timeout=args.queue_timeout,
-                             replica_slots=args.replica_slots))
+                             replica_slots=args.replica_slots,
+                             max_file_bytes=args.max_file_bytes))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -138,6 +143,18 @@ def add_cell_parsers(sub) -> None:
                    help="seconds of a quota window: rpm and tpm count per window (default: 60)")
     a.add_argument("--lease-ttl", type=float, default=3.0,
                    help="seconds a gateway's quota leases outlive its last report (default: 3)")
+    a.add_argument("--batch-gateway", default=None, metavar="URL",
+                   help="run batches (the OpenAI Batch API) through this gateway "
+                        "(default: no batches)")
+    a.add_argument("--blobs", default=None, metavar="URL",
+                   help="where files' bytes live: a folder, or gs://..., s3://... through "
+                        "fsspec (default: files/ beside --state)")
+    a.add_argument("--max-file-bytes", type=parse_size, default=200 << 20,
+                   help="the largest upload (default: 200MiB)")
+    a.add_argument("--max-file-lines", type=int, default=50_000,
+                   help="the most requests in a batch's input (default: %(default)s)")
+    a.add_argument("--batch-concurrency", type=int, default=0,
+                   help="batch requests in flight (default: 0, the cell's replica slots)")
     add_security_flags(a)
     a.set_defaults(func=cmd_admin)
 
@@ -168,6 +185,8 @@ def add_cell_parsers(sub) -> None:
                    help="requests one tenant may have waiting per model (default: 256)")
     g.add_argument("--queue-timeout", type=float, default=30.0,
                    help="seconds a request may wait for a slot (default: 30)")
+    g.add_argument("--max-file-bytes", type=parse_size, default=200 << 20,
+                   help="the largest upload to /v1/files, as the admin's (default: 200MiB)")
     g.add_argument("--replica-slots", type=int, default=0,
                    help="slots of a replica whose server reports none, e.g. vLLM's "
                         "--max-num-seqs (default: 0, never full)")

@@ -3,7 +3,7 @@
 Verbs: `generate` (stream a completion), `chat` (multi-turn chat through the model's template),
 `server` (one model server), `admin` (control plane), `gateway` (front door on 8888), `up` (the
 whole cell locally), `plan` and `render` (Kubernetes sizing and manifests, in `deploy/cli.py`), `bench` (load test
-with a report, in `bench/cli.py`).
+with a report, in `bench/cli.py`), `batch` (a file of requests as a batch, in `batch/cli.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 from llmcell.config.engine import EngineConfig
 from llmcell.config.server import ServerConfig
 from llmcell.engine.cpu_share import set_openmp_spin
+from llmcell.batch.cli import add_batch_parser
 from llmcell.bench.cli import add_bench_parser
 from llmcell.cell_cli import add_cell_parsers, add_security_flags, parse_size, security
 from llmcell.deploy.cli import add_deploy_parsers
@@ -251,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cell_parsers(sub)
     add_deploy_parsers(sub)
     add_bench_parser(sub)
+    add_batch_parser(sub)
     return parser
 
 

@@ -193,7 +193,7 @@ class LocalCell:
         per_server = max(1, cores // (p.servers * p.group_size))
         admin = self._spawn("admin", ("admin", (
             "admin", "--host", p.host, "--port", str(p.admin_port), "--state", str(p.state_path),
-            "--kv-reserve", str(p.kv_cache_memory))))
+            "--kv-reserve", str(p.kv_cache_memory), "--batch-gateway", self.gateway_url)))
         _wait(self.admin_url + "/health", admin, "the admin")
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
         if self.token:

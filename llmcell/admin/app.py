@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcell.admin.audit import Audit
+from llmcell.admin.batch_routes import batch_routes
 from llmcell.admin.cell_routes import cell_routes
 from llmcell.admin.errors import admin_error_handlers
 from llmcell.admin.key_routes import key_routes
@@ -30,6 +31,9 @@ from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
 from llmcell.admin.tenant_routes import tenant_routes
 from llmcell.admin.tenants import TenantStore
+from llmcell.batch.blobs import Blobs
+from llmcell.batch.runner import BatchRunner
+from llmcell.batch.store import BatchStore
 from llmcell.config.admin import AdminConfig
 from llmcell.encryption import read_key
 from llmcell.edge.auth import CELL_ONLY, OPEN, AuthError, Authenticator, AuthMiddleware, KeyTable
@@ -42,6 +46,8 @@ RULES = [
     ("GET", "/metrics", "viewer"),
     ("GET", "/prometheus/targets", "viewer"),
     ("GET", "/models*", "viewer"),
+    ("*", "/v1/files*", "user"),
+    ("*", "/v1/batches*", "user"),
 ]
 """Who may call what on the admin (with auth on); the rest (publish, update, unpublish, keys)
 needs the `admin` role or the cell credential."""
@@ -67,9 +73,24 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
             cached[:] = [KeyTable.of(keys.secret, keys.all()), keys.version]
         return cached[0]
 
+    batches = BatchStore(registry.store.db)
+    blobs = Blobs(config.blobs)
+    runner = None
+    if config.batch_gateway is not None:
+        gateway = httpx.AsyncClient(**config.security.client(
+            base_url=config.batch_gateway.rstrip("/"), timeout=httpx.Timeout(600.0, connect=5.0),
+            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256)))
+
+        def concurrency() -> int:
+            if config.batch_concurrency:
+                return config.batch_concurrency
+            return sum(r.slots or 8 for rs in registry.routes().models.values() for r in rs)
+
+        runner = BatchRunner(batches, blobs, gateway, concurrency)
+
     metrics = CollectorRegistry()
     ProcessCollector(registry=metrics)
-    metrics.register(AdminCollector(registry))
+    metrics.register(AdminCollector(registry, batches))
 
     async def prometheus(request: Request) -> Response:
         return metrics_response(generate_latest(metrics))
@@ -85,12 +106,17 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
                 await asyncio.sleep(config.heartbeat_interval / 2)
                 registry.tick(time.monotonic())
 
-        task = asyncio.create_task(upkeep())
+        tasks = [asyncio.create_task(upkeep())]
+        if runner is not None:
+            tasks.append(asyncio.create_task(runner.run()))
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
             await probe.aclose()
+            if runner is not None:
+                await runner.gateway.aclose()
 
     middleware = []
     if config.security.auth:
@@ -104,4 +130,5 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
         *cell_routes(config, registry, probe),
         *key_routes(config, keys, tenants, audit),
         *tenant_routes(config, keys, tenants, audit),
+        *batch_routes(config, registry, batches, blobs, lambda: runner is not None),
     ], lifespan=lifespan, exception_handlers=admin_error_handlers(), middleware=middleware)

@@ -9,6 +9,8 @@ from starlette.responses import JSONResponse, Response
 
 from llmcell.admin.registry import Conflict, NotFound
 from llmcell.edge.body import read_json
+from llmcell.edge.errors import error_response
+from llmcell.protocol.errors import APIError
 from llmcell.protocol.cell import WireError
 
 
@@ -27,6 +29,11 @@ async def read_body(request: Request, limit: int):
 
 async def _on_admin_error(request: Request, exc: AdminError) -> Response:
     return JSONResponse({"detail": exc.detail}, exc.status)
+
+
+async def _on_api_error(request: Request, exc: APIError) -> Response:
+    """The OpenAI routes' errors (files, batches) in OpenAI's shape."""
+    return error_response(exc)
 
 
 async def _on_wire_error(request: Request, exc: WireError) -> Response:
@@ -54,6 +61,6 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def admin_error_handlers() -> dict:
-    return {AdminError: _on_admin_error, WireError: _on_wire_error, NotFound: _on_not_found,
+    return {AdminError: _on_admin_error, APIError: _on_api_error, WireError: _on_wire_error, NotFound: _on_not_found,
             Conflict: _on_conflict,
             HTTPException: _on_http_error, Exception: _on_unexpected}

@@ -45,6 +45,16 @@ class AdminConfig:
     """Seconds of a quota window: `rpm` and `tpm` are requests and tokens per window."""
     lease_ttl: float = 3.0
     """Seconds a gateway's quota leases outlive its last report (then its share returns)."""
+    batch_gateway: str | None = None
+    """A gateway's URL: the batch runner sends batches' requests through it (None: no batches)."""
+    blob_url: str | None = None
+    """Where files' bytes live: a folder, `memory://...`, or object storage through fsspec
+    (`gs://bucket/prefix`, `s3://...`); default: `files/` beside the state file."""
+    max_file_bytes: int = 200 << 20
+    max_file_lines: int = 50_000
+    """The largest upload, and the most lines (requests) a batch's input may have."""
+    batch_concurrency: int = 0
+    """Batch requests in flight at once (0: as many as the cell's replicas have slots)."""
 
     def __post_init__(self) -> None:
         self.security.check_exposure(self.host)
@@ -62,8 +72,21 @@ class AdminConfig:
             raise ValueError(f"bytes_per_param={self.bytes_per_param} must be > 0")
         if not 0 < self.quota_window <= 86400:
             raise ValueError(f"quota_window={self.quota_window} must be in (0, 86400] seconds")
+        if self.max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes={self.max_file_bytes} must be >= 1")
+        if self.max_file_lines < 1:
+            raise ValueError(f"max_file_lines={self.max_file_lines} must be >= 1")
+        if self.batch_concurrency < 0:
+            raise ValueError(f"batch_concurrency={self.batch_concurrency} must be >= 0")
+        if self.batch_gateway is not None and not self.batch_gateway.startswith(
+                ("http://", "https://")):
+            raise ValueError(f"batch_gateway={self.batch_gateway!r} must be an http(s) URL")
         if not 0 < self.lease_ttl <= 600:
             raise ValueError(f"lease_ttl={self.lease_ttl} must be in (0, 600] seconds")
+
+    @property
+    def blobs(self) -> str:
+        return self.blob_url or str(Path(self.state_path).parent / "files")
 
     @property
     def dead_after(self) -> float:

@@ -115,6 +115,9 @@ class RenderConfig:
     """PersistentVolumeClaim holding the weights, mounted read-only at /models."""
     admin_storage: str = "1Gi"
     storage_class: str | None = None
+    batch_blobs: str | None = None
+    """Where batch files' bytes live (`gs://bucket/prefix`, `s3://...`; the image needs the
+    fsspec filesystem, gcsfs or s3fs); default: the admin's state volume."""
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -158,6 +161,9 @@ class RenderConfig:
                              "PodDisruptionBudget keeps one up)")
         if self.gpus_per_pod is not None and not 1 <= self.gpus_per_pod <= 16:
             raise ValueError(f"gpus_per_pod={self.gpus_per_pod} must be between 1 and 16")
+        if self.batch_blobs is not None and "://" not in self.batch_blobs:
+            raise ValueError(f"batch_blobs={self.batch_blobs!r} must be a URL such as "
+                             "gs://bucket/prefix (the default keeps them on the state volume)")
         for field in ("cpu", "memory", "admin_storage"):
             value = getattr(self, field)
             if value is not None and not _QUANTITY.match(value):

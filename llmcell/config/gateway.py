@@ -30,6 +30,8 @@ class GatewayConfig:
     bounded_load: float = 1.25
     """prefix_affinity: no replica takes more than this factor times the mean load."""
     max_body_bytes: int = 4 << 20
+    max_file_bytes: int = 200 << 20
+    """The largest upload to `/v1/files` (the admin keeps the files; give both the same)."""
     request_timeout: float = 600.0
     advertise: str | None = None
     """URL the admin lists this gateway at for Prometheus discovery (default http://host:port)."""
@@ -89,5 +91,7 @@ class GatewayConfig:
             raise ValueError(f"replica_slots={self.replica_slots} must be >= 0")
         if self.default_reserve_tokens < 1:
             raise ValueError(f"default_reserve_tokens={self.default_reserve_tokens} must be >= 1")
+        if self.max_file_bytes <= 0:
+            raise ValueError(f"max_file_bytes={self.max_file_bytes} must be positive")
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes={self.max_body_bytes} must be positive")

@@ -89,7 +89,8 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         cell_secret=args.cell_secret, cert_manager_issuer=args.cert_manager,
         cert_manager_kind=args.cert_manager_kind,
         hf_token_secret=args.hf_token_secret, model_pvc=args.model_pvc,
-        admin_storage=args.admin_storage, storage_class=args.storage_class)
+        admin_storage=args.admin_storage, storage_class=args.storage_class,
+        batch_blobs=args.batch_blobs)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -168,6 +169,9 @@ def add_deploy_parsers(sub) -> None:
     c.add_argument("--admin-storage", default="1Gi",
                    help="size of the admin's state volume (default: %(default)s)")
     c.add_argument("--storage-class", default=None, help="StorageClass of the admin's volume")
+    c.add_argument("--batch-blobs", default=None, metavar="URL",
+                   help="where batch files live: gs://bucket/prefix, s3://... (default: the "
+                        "admin's state volume)")
     c.add_argument("--api-keys-secret", default=None,
                    help="Secret whose key admin-key is the first admin API key, stored by the "
                         "admin at start (make one with `llmcell keys new key`); only referenced")

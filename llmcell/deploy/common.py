@@ -70,6 +70,11 @@ class Cell:
                           annotations)
 
     @property
+    def gateway_url(self) -> str:
+        scheme = "https" if self.gateway_tls_secret else "http"
+        return f"{scheme}://{self.name('gateway')}.{self.namespace}.svc:{GATEWAY_PORT}"
+
+    @property
     def admin_url(self) -> str:
         return f"http://{self.name('admin')}.{self.namespace}.svc:{ADMIN_PORT}"
 

@@ -61,18 +61,27 @@ def admin(cell: Cell) -> list:
     name = cell.name("admin")
     args = ["admin", "--host", "0.0.0.0", "--port", str(ADMIN_PORT),
             "--state", "/var/lib/llmcell/admin.sqlite3",
-            "--bytes-per-param", f"{_bytes_per_param(cell):g}"]
+            "--bytes-per-param", f"{_bytes_per_param(cell):g}",
+            # the batch runner sends batches through the gateways' Service, at batch priority
+            "--batch-gateway", cell.gateway_url,
+            "--blobs", c.batch_blobs or "/var/lib/llmcell/files"]
     env = [cell.credential()]
+    mounts = [VolumeMount("state", "/var/lib/llmcell")]
+    volumes = [SCRATCH[0]]
+    if cell.gateway_tls_secret:  # trust the gateway's certificate (its Secret's ca.crt)
+        args += ["--tls-ca", "/etc/llmcell/gateway-tls/ca.crt"]
+        mounts.append(VolumeMount("gateway-tls", "/etc/llmcell/gateway-tls", read_only=True))
+        volumes.append(Volume("gateway-tls", secret={"secretName": cell.gateway_tls_secret}))
     if c.api_keys_secret:  # the first admin key, so the cell can be managed from the start
         env.append(EnvVar.secret_ref("LLMCELL_ADMIN_KEY", c.api_keys_secret, "admin-key"))
     container = http_container("admin", c.image, args, ADMIN_PORT, small_resources(), env,
-                               mounts=[VolumeMount("state", "/var/lib/llmcell")])
+                               mounts=mounts)
     claim = {"metadata": {"name": "state"},
              "spec": {"accessModes": ["ReadWriteOnce"],
                       "resources": {"requests": {"storage": c.admin_storage}},
                       **({"storageClassName": c.storage_class} if c.storage_class else {})}}
     pod = PodTemplate(ObjectMeta(name, labels=cell.labels("admin")), PodSpec(
-        [container], service_account_name=cell.service_account, volumes=[SCRATCH[0]],
+        [container], service_account_name=cell.service_account, volumes=volumes,
         automount_service_account_token=True, termination_grace_period_seconds=30))
     return [
         Service(cell.meta("admin"), ServiceSpec(cell.selector("admin"),

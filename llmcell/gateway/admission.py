@@ -31,7 +31,7 @@ from llmcell.edge.auth import Principal, principal_of
 from llmcell.gateway.view import CellView
 from llmcell.metrics.gateway import GatewayMetrics
 from llmcell.protocol.errors import APIError
-from llmcell.protocol.tenancy import PRIORITY_HEADER, Budget, LeaseReply, band_of, budgets_of
+from llmcell.protocol.tenancy import BANDS, PRIORITY_HEADER, Budget, LeaseReply, band_of, budgets_of
 from llmcell.tenancy.fair_queue import FairQueue, Slots, Waiter
 from llmcell.tenancy.ledger import Ledger, Refusal, Ticket
 
@@ -51,6 +51,12 @@ class Pass:
     release: Callable[[int | None], None]
     counts_tokens: bool = False
     """A token quota applies: the answer's usage is needed to settle it."""
+    band: str = "interactive"
+
+    @property
+    def priority(self) -> int:
+        """The engines' priority for the band (lower first)."""
+        return BANDS.index(self.band)
 
 
 @dataclass
@@ -156,7 +162,7 @@ class Admission:
                 e.headers = {**headers, **e.headers}
             raise
         return Pass(headers, self._releaser(decision, give_back),
-                    any(b.resource == "tokens" for b in budgets))
+                    any(b.resource == "tokens" for b in budgets), band)
 
     def _releaser(self, ticket: Ticket, give_back: Callable[[], None]
                   ) -> Callable[[int | None], None]:

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from llmcell.config.gateway import GatewayConfig
+from llmcell.gateway.admin_proxy import admin_proxy_routes
 from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.openai_routes import openai_routes
@@ -92,7 +93,8 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                 Route("/metrics", prometheus, methods=["GET"]),
                 Route("/openapi.json", openapi, methods=["GET"]), *sax,
                 *openai_routes(view, forwarder, admission, config.max_body_bytes,
-                               config.prefix_chars, config.default_reserve_tokens)],
+                               config.prefix_chars, config.default_reserve_tokens),
+                *admin_proxy_routes(admin, config.max_file_bytes)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,
                             **openai_error_handlers()},

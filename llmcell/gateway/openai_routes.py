@@ -3,7 +3,7 @@
 
 Requests are validated here, at the edge, so bad input never reaches a replica. They are then
 admitted (gateway/admission.py: the caller's quotas, a slot by fair queuing) and forwarded with
-`model` set to the Sax path. Streams pass through as they arrive.
+`model` set to the Sax path and `priority` to the band's (the engines run online work first). Streams pass through as they arrive.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
             admitted = await unless_disconnected(request, admission.enter(request, model, tokens))
         except ClientDisconnected:
             return Response(status_code=CLIENT_CLOSED)
-        forward = dict(body, model=model)
+        forward = dict(body, model=model, priority=admitted.priority)  # the band, not the body's
         if req.stream and admitted.counts_tokens and not req.include_usage:
             forward["stream_options"] = {**(body.get("stream_options") or {}),
                                          "include_usage": True}

@@ -110,6 +110,7 @@ def saxml_routes(admin: httpx.AsyncClient, view: CellView, forwarder: Forwarder,
         try:
             admitted = await admission.enter(request, req.model, reservation(
                 chat, True, p.max_tokens, p.n, default_reserve))
+            chat["priority"] = admitted.priority
             try:
                 result = await forwarder.send(req.model, "/v1/chat/completions", chat, False)
             except BaseException:

@@ -1,7 +1,8 @@
 """Admin metrics and Prometheus service discovery for the whole cell.
 
 `AdminCollector` reads the registry at scrape time: published models, wanted and active replicas
-per model, servers by state. `scrape_targets` answers Prometheus' `http_sd_configs`: the admin
+per model, servers by state; and the batch store: batches by status, batch requests answered and
+their tokens (counted from the committed results, so they survive a restart). `scrape_targets` answers Prometheus' `http_sd_configs`: the admin
 itself, every gateway that follows it (they announce themselves when they read the routing view)
 and every model server, labelled by component, server and the models it holds.
 """
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from llmcell.protocol.batch import ACTIVE, FINAL
 
 
 class AdminCollector:
-    def __init__(self, registry) -> None:
+    def __init__(self, registry, batches=None) -> None:
         self.registry = registry
+        self.batches = batches
 
     def collect(self):
         specs = self.registry.store.all()
@@ -35,6 +39,23 @@ class AdminCollector:
                                  "Servers declared dead since the admin started.")
         dead.add_metric([], self.registry.dead_events)
         yield from (published, wanted, active, servers, dead)
+        if self.batches is not None:
+            yield from self._batches()
+
+    def _batches(self):
+        by_status = GaugeMetricFamily("llmcell:batches", "Batches by status.", labels=["status"])
+        counts = self.batches.counts_by_status()
+        for status in (*ACTIVE, *FINAL):
+            by_status.add_metric([status], counts.get(status, 0))
+        done = CounterMetricFamily("llmcell:batch_requests", "Batch requests answered, by "
+                                   "result (failed: an error line).", labels=["result"])
+        tokens = CounterMetricFamily("llmcell:batch_tokens", "Tokens (prompt and completion) "
+                                     "of answered batch requests.")
+        totals = self.batches.totals()
+        done.add_metric(["completed"], totals["completed"])
+        done.add_metric(["failed"], totals["failed"])
+        tokens.add_metric([], totals["tokens"])
+        yield from (by_status, done, tokens)
 
 
 def _host_port(url: str) -> str:

@@ -45,6 +45,11 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
        "{{component}}")]),
     ("Resident memory by component", "bytes",
      [("sum by (component) (process_resident_memory_bytes{component!=\"\"})", "{{component}}")]),
+    ("Batches by status", "short",
+     [("sum by (status) (llmcell:batches)", "{{status}}")]),
+    ("Batch requests/s and tokens/s", "short",
+     [("sum by (result) (rate(llmcell:batch_requests_total[5m]))", "requests {{result}}"),
+      ("sum(rate(llmcell:batch_tokens_total[5m]))", "tokens")]),
     ("Accelerator memory used", "bytes",
      [("sum by (server) (llmcell:accelerator_memory_used_bytes)", "{{server}}")]),
 ]

@@ -106,7 +106,7 @@ COMPLETIONS_MAX_LOGPROBS = 5
 """OpenAI's limit on /v1/completions' `logprobs` (chat's `top_logprobs` goes to 20)."""
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "n", "seed", "stop",
                    "stop_token_ids", "presence_penalty", "frequency_penalty",
-                   "repetition_penalty", "ignore_eos")
+                   "repetition_penalty", "ignore_eos", "priority")
 """Request fields that `SamplingParams` takes under the same name (vLLM's extras included)."""
 
 

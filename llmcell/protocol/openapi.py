@@ -7,6 +7,7 @@ to schemathesis."""
 from __future__ import annotations
 
 from llmcell.protocol.auth import MAX_HEADER
+from llmcell.protocol.batch import COMPLETION_WINDOWS, ENDPOINTS, MAX_METADATA
 from llmcell.protocol.openai import (CHAT_UNSUPPORTED, COMPLETION_UNSUPPORTED,
                                     COMPLETIONS_MAX_LOGPROBS, MAX_PROMPTS, ROLES, SAMPLING_FIELDS)
 from llmcell.protocol.saxml import CELL_PATH, MAX_REPLICAS, SAMPLING_NAMES, SAX_PATH
@@ -91,8 +92,18 @@ GENERATE = {"type": "object", "required": ["model", "query"], "properties": {
     "model": _SAX_MODEL, "query": {"type": "string", "minLength": 1},
     "extra_inputs": {"type": "object", "properties": _EXTRA, "additionalProperties": False}}}
 
+BATCH = {"type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
+         "properties": {"input_file_id": {"type": "string", "minLength": 1},
+                        "endpoint": {"type": "string", "enum": list(ENDPOINTS)},
+                        "completion_window": {"type": "string",
+                                              "enum": list(COMPLETION_WINDOWS)},
+                        "metadata": {"type": ["object", "null"], "maxProperties": MAX_METADATA,
+                                     "additionalProperties": {"type": "string",
+                                                              "maxLength": 512}}}}
 
-def _operation(summary: str, body: dict | None, error: dict, role: str | None) -> dict:
+
+def _operation(summary: str, body: dict | None, error: dict, role: str | None,
+               inference: bool = True) -> dict:
     op: dict = {"summary": summary, "responses": {
         "200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
         "4XX": {"description": "refused: the body names the field, the limit or the key",
@@ -102,7 +113,7 @@ def _operation(summary: str, body: dict | None, error: dict, role: str | None) -
     op["security"] = [{"bearer": []}] if role else []
     if role:
         op["x-llmcell-role"] = role
-    if role == "user":  # inference: a priority band, and the key's rate limits on the answer
+    if role == "user" and inference:  # inference: a priority band, and the key's rate limits on the answer
         op["parameters"] = [{"name": PRIORITY_HEADER, "in": "header", "required": False,
                              "description": "priority band when the model is full (capped by "
                                             "the key's max_priority)",
@@ -124,6 +135,11 @@ def gateway_openapi() -> dict:
         "/v1/chat/completions": {"post": _operation("Chat completion", CHAT, o, "user")},
         "/v1/completions": {"post": _operation("Text completion", COMPLETION, o, "user")},
         "/v1/models": {"get": _operation("Models with an active replica", None, o, "viewer")},
+        "/v1/batches": {"post": _operation("Create a batch from an uploaded file (also: "
+                                           "/v1/files, /v1/batches/{id}, .../cancel)", BATCH, o,
+                                           "user", inference=False),
+                        "get": _operation("The caller's batches, newest first", None, o,
+                                          "user", inference=False)},
         "/publish": {"post": _operation("Publish a model (Saxml)", PUBLISH, s, "admin")},
         "/update": {"put": _operation("Update a model (Saxml)", PUBLISH, s, "admin")},
         "/unpublish": {"post": _operation("Unpublish a model (Saxml)", MODEL_ONLY, s, "admin")},

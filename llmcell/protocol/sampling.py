@@ -70,6 +70,7 @@ RANGES = {
     "frequency_penalty": Range(False, -2, 2),
     "n": Range(True, 1, MAX_N),
     "logprobs": Range(True, 0, MAX_LOGPROBS),
+    "priority": Range(True, 0, 9),
 }
 """Each numeric field's type and range; None (where a field allows it) skips the check."""
 
@@ -95,6 +96,8 @@ class SamplingParams:
     """None: no logprobs; k >= 0: the sampled token's logprob plus the top k alternatives."""
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    priority: int = 0
+    """Lower runs first (as vLLM's): the gateway sets 0 for the interactive band, 1 for batch."""
 
     def __post_init__(self) -> None:
         for name, rule in RANGES.items():

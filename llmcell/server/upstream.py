@@ -115,6 +115,7 @@ class UpstreamBackend:
             raise APIError(503, f"the upstream engine at {self.base} has not answered yet",
                            headers={"Retry-After": "1"})
         body = dict(raw, model=self.upstream_model)
+        body.pop("priority", None)  # vLLM refuses it unless started with priority scheduling
         if not stream:
             self._in_flight += 1
             try:

@@ -347,3 +347,15 @@ def test_bad_render_flags_exit_2_naming_the_value(args, needle):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and needle in r.stderr, r.stderr
     assert r.stdout == ""
+
+
+def test_the_admin_runs_batches_through_the_gateway_with_its_blob_store():
+    docs = manifests(config_for(CASES["gke-tpu-builtin-v5e-175b"] + [
+        "--batch-blobs", "gs://team-bucket/llmcell"]))
+    (admin,) = [d for d in by_kind(docs, "StatefulSet")
+                if d["metadata"]["name"] == "llmcell-admin"]
+    args = admin["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--batch-gateway") + 1] == "http://llmcell-gateway.llmcell.svc:8888"
+    assert args[args.index("--blobs") + 1] == "gs://team-bucket/llmcell"
+    with pytest.raises(ValueError, match="batch_blobs"):
+        config_for(CASES["gke-tpu-builtin-v5e-175b"] + ["--batch-blobs", "bucket"])

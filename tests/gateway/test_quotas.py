@@ -117,7 +117,7 @@ def _key_id(g: Gateway) -> str:
     return g.admin.get("/keys").json()[-1]["id"]
 
 
-def test_priority_bands_are_checked_and_capped_by_the_key(tmp_path):
+def test_priority_bands_are_checked_capped_by_the_key_and_reach_the_engines(tmp_path):
     g = gateway(tmp_path)
     k = key(g, max_priority="batch")
     r = g.client.post("/v1/chat/completions", json=CHAT, headers={
@@ -126,6 +126,14 @@ def test_priority_bands_are_checked_and_capped_by_the_key(tmp_path):
     assert "interactive, batch" in r.json()["error"]["message"]
     r = g.admin.post("/keys", json={"tenant": "t", "max_priority": "high"})
     assert r.status_code == 400 and "max_priority" in r.json()["detail"]
+    # the engines get the band as `priority` (lower first), never the body's own
+    free = key(g, tenant="team-f")
+    for api_key, header, want in ((free, None, 0), (free, "batch", 1), (k, "interactive", 1)):
+        r = g.client.post("/v1/chat/completions", json=dict(CHAT, priority=0), headers={
+            "Authorization": f"Bearer {api_key}", **({"x-llmcell-priority": header}
+                                                      if header else {})})
+        assert r.status_code == 200, r.text
+        assert g.chats[-1]["priority"] == want, (header, g.chats[-1])
     g.close()
 
 

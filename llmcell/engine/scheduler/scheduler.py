@@ -5,6 +5,11 @@ decoding, then prefill chunks of running sequences, then admits waiting sequence
 first, then chunks of what remains). When the cache has no room, the newest running sequence is
 preempted: its blocks are freed and it goes back to the head of the queue to be recomputed later.
 `update(plan, result)` applies sampled tokens, finishes sequences and releases their blocks.
+
+Priorities (`SamplingParams.priority`, lower first: online 0, batch 1): the queue is ordered by
+priority, first come first served within one; a preemption takes the newest sequence of the
+lowest priority; and a waiting sequence that finds no room (cache or `max_num_seqs`) preempts a
+running one of lower priority, so batch work fills what online work leaves and gives it back.
 """
 
 from __future__ import annotations
@@ -44,6 +49,20 @@ class Scheduler:
             )
         if seq.index == 0:
             self._request_heads[seq.request_id] = seq
+        self._enqueue(seq, behind_equals=True)
+
+    def _enqueue(self, seq: Sequence, behind_equals: bool) -> None:
+        """Into the queue by priority: behind the sequences of its priority (new), or ahead of
+        them (preempted, so it resumes first)."""
+        p = seq.params.priority
+        if not self.waiting or self.waiting[-1].params.priority <= p and behind_equals:
+            self.waiting.append(seq)
+            return
+        for i, other in enumerate(self.waiting):
+            q = other.params.priority
+            if q > p or (q == p and not behind_equals):
+                self.waiting.insert(i, seq)
+                return
         self.waiting.append(seq)
 
     @property
@@ -77,8 +96,10 @@ class Scheduler:
                     continue
                 n = min(remaining, budget)
                 while not bm.allocate_slots(seq, n):
-                    victim = self.running[-1]
-                    self._preempt(victim, plan)
+                    victim = self._victim()
+                    if self.running.index(victim) < i:
+                        i -= 1  # an earlier one leaves: this one moves down a place
+                    budget += self._preempt(victim, plan)
                     if victim is seq:
                         break
                 if seq.status is not SequenceStatus.RUNNING:
@@ -88,19 +109,30 @@ class Scheduler:
                 budget -= n
                 i += 1
 
-        # 2) admit waiting sequences while there is budget and no one was preempted this step.
+        # 2) admit waiting sequences while there is budget and no one was preempted this step
+        #    (but for room taken from lower-priority work).
         if not plan.preempted:
             skipped: list[Sequence] = []
-            while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
+            while self.waiting and budget > 0:
                 seq = self.waiting.popleft()
                 if self._waits_for_sibling(seq):
                     skipped.append(seq)
                     continue
+                if len(self.running) >= self.max_num_seqs:
+                    freed = self._preempt_for(seq, plan)
+                    if freed is None:
+                        self.waiting.appendleft(seq)
+                        break
+                    budget += freed
                 if not seq.block_table:
                     seq.num_cached_prompt_tokens = bm.attach_cached_prefix(seq)
                 remaining = seq.num_tokens - seq.num_computed_tokens
                 n = min(remaining, budget)
-                if not bm.allocate_slots(seq, n):
+                fits = bm.allocate_slots(seq, n)
+                while not fits and (freed := self._preempt_for(seq, plan)) is not None:
+                    budget += freed
+                    fits = bm.allocate_slots(seq, n)
+                if not fits:
                     bm.free(seq)
                     self.waiting.appendleft(seq)
                     break
@@ -125,14 +157,35 @@ class Scheduler:
             return False
         return head.num_computed_tokens < head.num_prompt_tokens
 
-    def _preempt(self, seq: Sequence, plan: SchedulerPlan) -> None:
+    def _victim(self) -> Sequence:
+        """The newest running sequence of the lowest priority (the highest value)."""
+        lowest = max(s.params.priority for s in self.running)
+        return next(s for s in reversed(self.running) if s.params.priority == lowest)
+
+    def _preempt_for(self, seq: Sequence, plan: SchedulerPlan) -> int | None:
+        """Make room for `seq` by preempting a running sequence of lower priority; the tokens
+        its dropped chunk had taken of the step's budget, or None when there is none."""
+        if not self.running:
+            return None
+        victim = self._victim()
+        if victim.params.priority <= seq.params.priority:
+            return None
+        return self._preempt(victim, plan)
+
+    def _preempt(self, seq: Sequence, plan: SchedulerPlan) -> int:
+        """Back to the queue, its blocks freed; returns the budget its chunk in this plan had
+        taken (the chunk is dropped)."""
         self.running.remove(seq)
         self.block_manager.free(seq)
         seq.status = SequenceStatus.WAITING
         seq.num_preemptions += 1
         self.num_preemptions += 1
-        self.waiting.appendleft(seq)
+        freed = sum(c.num_tokens for c in plan.chunks if c.seq is seq)
+        if freed:
+            plan.chunks[:] = [c for c in plan.chunks if c.seq is not seq]
+        self._enqueue(seq, behind_equals=False)
         plan.preempted.append(seq)
+        return freed
 
     # ---- apply -------------------------------------------------------------------------------
     def update(self, plan: SchedulerPlan, result: StepResult) -> list[Sequence]:

@@ -158,3 +158,76 @@ def test_request_longer_than_the_context_is_refused():
     s = make_scheduler(max_len=16)
     with pytest.raises(ValueError, match="context length of 16"):
         s.add(make_seq(10, max_tokens=10))
+
+
+def make_prio_seq(n_prompt: int, priority: int, max_tokens: int = 100, base: int = 1000
+                  ) -> Sequence:
+    sid = next(_ids)
+    return Sequence(sid, f"r{sid}", 0, list(range(base, base + n_prompt)),
+                    SamplingParams(max_tokens=max_tokens, priority=priority),
+                    eos_token_ids=frozenset({EOS}))
+
+
+def test_online_sequences_are_admitted_ahead_of_waiting_batch_ones():
+    s = make_scheduler(num_blocks=256, max_seqs=2, budget=64)
+    batch = [make_prio_seq(4, 1, base=100 * i) for i in range(1, 4)]
+    for seq in batch:
+        s.add(seq)
+    online = make_prio_seq(4, 0, base=9000)
+    s.add(online)
+    assert [q.params.priority for q in s.waiting] == [0, 1, 1, 1]
+    run_step(s)
+    assert online.status is SequenceStatus.RUNNING and batch[0].status is SequenceStatus.RUNNING
+    assert list(s.waiting) == batch[1:]  # first come first served within a priority
+
+
+def test_a_waiting_online_sequence_takes_a_batch_sequences_place_when_the_cell_is_full():
+    s = make_scheduler(num_blocks=256, max_seqs=2, budget=64)
+    batch = [make_prio_seq(4, 1, base=100 * i) for i in range(1, 4)]
+    for seq in batch:
+        s.add(seq)
+    run_step(s)
+    assert [q.status for q in batch[:2]] == [SequenceStatus.RUNNING] * 2
+    online = make_prio_seq(4, 0, base=9000)
+    s.add(online)
+    plan = run_step(s)
+    assert online.status is SequenceStatus.RUNNING
+    assert plan.preempted == [batch[1]] and batch[0].status is SequenceStatus.RUNNING
+    assert all(c.seq is not batch[1] for c in plan.chunks)  # its planned decode was dropped
+    assert list(s.waiting) == [batch[1], batch[2]]  # the preempted one resumes first
+    while not online.is_finished:
+        run_step(s)
+    assert s.num_preemptions == 1
+
+
+def test_online_work_short_of_cache_preempts_batch_work_not_its_own():
+    s = make_scheduler(num_blocks=6, block_size=4, max_seqs=8, budget=64)
+    batch = make_prio_seq(11, 1, base=100)  # 3 blocks
+    first = make_prio_seq(7, 0, base=5000)  # 2 blocks
+    s.add(batch)
+    s.add(first)
+    run_step(s)
+    assert batch.status is SequenceStatus.RUNNING and first.status is SequenceStatus.RUNNING
+    second = make_prio_seq(7, 0, base=7000)  # 2 more: only the batch's blocks can make room
+    s.add(second)
+    plan = run_step(s)
+    assert plan.preempted == [batch] and second.status is SequenceStatus.RUNNING
+    assert first.status is SequenceStatus.RUNNING
+    assert list(s.waiting) == [batch]
+
+
+def test_equal_priorities_keep_the_old_order_and_preempt_the_newest():
+    s = make_scheduler(num_blocks=4, block_size=4, budget=64)
+    old, new = make_prio_seq(7, 1), make_prio_seq(7, 1, base=3000)
+    s.add(old)
+    s.add(new)
+    run_step(s)
+    for _ in range(3):
+        run_step(s)
+    assert new.num_preemptions >= 1 and old.num_preemptions == 0
+
+
+def test_a_priority_outside_0_to_9_is_refused():
+    from llmcell.protocol.sampling import SamplingError
+    with pytest.raises(SamplingError):
+        SamplingParams(priority=10)

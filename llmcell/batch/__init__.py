@@ -1,0 +1,1 @@
+"""Batch inference: files and batches kept by the admin, run through the cell (docs/batch.md)."""
