@@ -27,15 +27,17 @@ USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 
 class Gateway:
     def __init__(self, tmp_path, token: str | None = None, admin_up: bool = True,
-                 bootstrap: str | None = None, slots: int = 0, **gateway) -> None:
-        """`slots`: what the replicas report; `gateway`: GatewayConfig fields."""
+                 bootstrap: str | None = None, slots: int = 0, admin: dict | None = None,
+                 **gateway) -> None:
+        """`slots`: what the replicas report; `admin`: AdminConfig fields; `gateway`:
+        GatewayConfig fields."""
         self.slots = slots
         self.hold: asyncio.Event | None = None
         """When set, replicas answer only once it is set (requests pile up)."""
         security = CellSecurity(token)
         self.cell = security.headers()
         config = AdminConfig(state_path=tmp_path / "admin.sqlite3", security=security,
-                             bootstrap_admin_key=bootstrap)
+                             bootstrap_admin_key=bootstrap, **(admin or {}))
         self.store = ModelStore(config.state_path)
         self.admin_app = create_admin_app(config, CellRegistry(self.store, config.dead_after,
                                                                time.monotonic()))

@@ -95,3 +95,16 @@ def test_an_upload_over_the_limit_is_refused_at_the_gateway(tmp_path):
     assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
     assert a.files.list().data == []
     g.close()
+
+
+def test_a_file_over_the_line_limit_is_refused_naming_it(tmp_path):
+    g = Gateway(tmp_path, TOKEN, admin={"max_file_lines": 5})
+    g.publish()
+    g.serve()
+    a = client(g, "team-a")
+    with pytest.raises(openai.BadRequestError, match="more than 5 lines"):
+        a.files.create(file=("in.jsonl", io.BytesIO((json.dumps(LINE) + "\n").encode() * 6)),
+                       purpose="batch")
+    assert a.files.list().data == []
+    assert list((tmp_path / "files").iterdir()) == []  # no blob left behind
+    g.close()

@@ -8,8 +8,9 @@ preempted: its blocks are freed and it goes back to the head of the queue to be 
 
 Priorities (`SamplingParams.priority`, lower first: online 0, batch 1): the queue is ordered by
 priority, first come first served within one; a preemption takes the newest sequence of the
-lowest priority; and a waiting sequence that finds no room (cache or `max_num_seqs`) preempts a
-running one of lower priority, so batch work fills what online work leaves and gives it back.
+lowest priority; a waiting sequence that finds no room (cache or `max_num_seqs`) preempts a
+running one of lower priority; and a step that prefills a prompt runs no lower-priority work
+(a batch's decodes wait that step). Batch work fills what online work leaves and gives it back.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Scheduler:
         budget = self.max_num_batched_tokens
         bm = self.block_manager
         scheduled: set[int] = set()
+        cap = self._yield_to()
 
         # 1) running sequences: decodes first (one token each), then prefill chunks.
         for want_decode in (True, False):
@@ -91,7 +93,8 @@ class Scheduler:
                 seq = self.running[i]
                 remaining = seq.num_tokens - seq.num_computed_tokens
                 is_decode = remaining == 1
-                if seq.seq_id in scheduled or is_decode != want_decode or remaining <= 0:
+                if seq.seq_id in scheduled or is_decode != want_decode or remaining <= 0 or (
+                        cap is not None and seq.params.priority > cap):
                     i += 1
                     continue
                 n = min(remaining, budget)
@@ -115,6 +118,9 @@ class Scheduler:
             skipped: list[Sequence] = []
             while self.waiting and budget > 0:
                 seq = self.waiting.popleft()
+                if cap is not None and seq.params.priority > cap:
+                    self.waiting.appendleft(seq)
+                    break
                 if self._waits_for_sibling(seq):
                     skipped.append(seq)
                     continue
@@ -147,6 +153,20 @@ class Scheduler:
 
         plan.chunks.sort(key=lambda c: c.num_tokens != 1)  # stable: decodes first
         return plan
+
+    def _yield_to(self) -> int | None:
+        """The priority a step is kept for: when a sequence must prefill (a waiting one, or a
+        running one mid-prompt) and lower-priority ones are running, the step runs only that
+        priority and above, so an online prompt is not slowed by a batch's decodes (they wait
+        one step). None: every sequence runs."""
+        pending = [s.params.priority for s in self.running
+                   if s.num_tokens - s.num_computed_tokens > 1]
+        if self.waiting:
+            pending.append(self.waiting[0].params.priority)
+        if not pending:
+            return None
+        top = min(pending)
+        return top if any(s.params.priority > top for s in self.running) else None
 
     def _waits_for_sibling(self, seq: Sequence) -> bool:
         """Siblings of an n>1 request wait until the first has its prompt cached, then share it."""

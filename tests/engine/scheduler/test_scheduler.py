@@ -231,3 +231,18 @@ def test_a_priority_outside_0_to_9_is_refused():
     from llmcell.protocol.sampling import SamplingError
     with pytest.raises(SamplingError):
         SamplingParams(priority=10)
+
+
+def test_a_step_that_prefills_an_online_prompt_leaves_the_batch_decodes_for_the_next():
+    s = make_scheduler(num_blocks=256, max_seqs=8, budget=64)
+    batch = [make_prio_seq(4, 1, base=100 * i) for i in range(1, 4)]
+    for seq in batch:
+        s.add(seq)
+    run_step(s)
+    online = make_prio_seq(6, 0, base=9000)
+    s.add(online)
+    plan = run_step(s)
+    assert [c.seq for c in plan.chunks] == [online] and not plan.preempted
+    plan = run_step(s)  # the online request decodes now, and the batch goes on beside it
+    assert {c.seq.seq_id for c in plan.chunks} == {online.seq_id, *(b.seq_id for b in batch)}
+    assert all(c.num_tokens == 1 for c in plan.chunks)
