@@ -25,7 +25,7 @@ from llmcell.config.engine import EngineConfig
 from llmcell.engine import loop as engine_loop
 from llmcell.engine.holds import HandOff
 from llmcell.engine.messages import (AddRequest, Dead, Outputs, Stop, ToClient, ToCore)
-from llmcell.engine.outputs import RequestOutput
+from llmcell.engine.outputs import RequestOutput, Resume
 from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.stats import EngineStats
 
@@ -129,7 +129,7 @@ class EngineClient:
         return self._error is not None
 
     def submit(self, prompt_token_ids: list[int], params: SamplingParams,
-               request_id: str) -> RequestStream:
+               request_id: str, resume: Resume | None = None) -> RequestStream:
         """Queue a request for the engine now; its outputs arrive on the returned stream, which
         the caller must iterate to the end or `close()`. Call from the event loop."""
         if self._error is not None:
@@ -141,7 +141,7 @@ class EngineClient:
                 raise ValueError(f"request id {request_id!r} is already running")
             self._streams[request_id] = stream
         self.hand_off.add(stream.loop, AddRequest(request_id, list(prompt_token_ids), params,
-                                                  time.monotonic()))
+                                                  time.monotonic(), resume))
         return stream
 
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,

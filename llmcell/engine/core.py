@@ -30,7 +30,8 @@ from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
 from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor
-from llmcell.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from llmcell.engine.outputs import (CompletionOutput, RequestMetrics, RequestOutput, Resume,
+                                    TokenLogprob)
 from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.runner import ModelRunner
 from llmcell.engine.scheduler import Scheduler
@@ -157,10 +158,15 @@ class EngineCore:
                              self.max_model_len)
 
     def add_request(self, request_id: str, prompt_token_ids: list[int],
-                    params: SamplingParams, arrival: float | None = None) -> None:
+                    params: SamplingParams, arrival: float | None = None,
+                    resume: Resume | None = None) -> None:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already running")
         params = self.check_request(prompt_token_ids, params)
+        if resume is not None and (params.n != 1 or len(resume.token_ids) >= params.max_tokens):
+            raise ValueError(f"a continuation needs n=1 and fewer than max_tokens="
+                             f"{params.max_tokens} tokens already generated (got n={params.n}, "
+                             f"{len(resume.token_ids)} tokens)")
         seqs, detoks, outs = [], [], []
         for i in range(params.n):
             p = params.for_sibling(i) if params.n > 1 else params
@@ -168,10 +174,16 @@ class EngineCore:
                            eos_token_ids=self.tokenizer.eos_token_ids)
             if arrival is not None:
                 seq.times.arrival = arrival
+            detok = IncrementalDetokenizer(self.tokenizer, p.stop, p.skip_special_tokens,
+                                           p.include_stop_str_in_output)
+            out = CompletionOutput(i, logprobs=[] if p.logprobs is not None else None)
+            if resume is not None:  # what the client has: prefilled with the prompt, not sent
+                seq.output_token_ids = list(resume.token_ids)
+                out.token_ids = list(resume.token_ids)
+                out.text = detok.resume(resume.token_ids, resume.emitted_chars)
             seqs.append(seq)
-            detoks.append(IncrementalDetokenizer(self.tokenizer, p.stop, p.skip_special_tokens,
-                                                 p.include_stop_str_in_output))
-            outs.append(CompletionOutput(i, logprobs=[] if p.logprobs is not None else None))
+            detoks.append(detok)
+            outs.append(out)
         self._requests[request_id] = _Request(request_id, list(prompt_token_ids), params, seqs,
                                               detoks, outs)
         for seq in seqs:

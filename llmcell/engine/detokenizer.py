@@ -52,6 +52,14 @@ class IncrementalDetokenizer:
                 self.stop_reason = s
                 break
 
+    def resume(self, token_ids, emitted_chars: int) -> str:
+        """Take up a sequence another engine began: its tokens, of whose text the client has
+        the first `emitted_chars` characters. Returns that text."""
+        for t in token_ids:
+            self.add_token(t)
+        self._emitted = min(emitted_chars, len(self.text))
+        return self.text[:self._emitted]
+
     def take_delta(self, final: bool) -> str:
         """New text safe to show; `final` flushes what was held back for stop strings."""
         end = len(self.text) if final or self.stop_reason else max(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 from llmcell.config.engine import EngineConfig
-from llmcell.engine.outputs import RequestOutput
+from llmcell.engine.outputs import RequestOutput, Resume
 from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.stats import EngineStats
 
@@ -39,6 +39,7 @@ class AddRequest:
     params: SamplingParams
     arrival: float
     """`time.monotonic()` when the client submitted it (queueing time is measured from it)."""
+    resume: Resume | None = None
 
 
 @dataclass(frozen=True, slots=True)

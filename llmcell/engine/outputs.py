@@ -5,6 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+@dataclass(frozen=True)
+class Resume:
+    """A request that another engine began: the tokens it generated and how much of their text
+    the client was already sent. The engine prefills the prompt with them and goes on from
+    there, so the answer continues as if nothing happened (a seed's draws are replayed)."""
+
+    token_ids: tuple[int, ...]
+    emitted_chars: int
+
+
 @dataclass
 class TokenLogprob:
     token_id: int

@@ -4,7 +4,8 @@ A replica is chosen by the routing policy. When it refuses the connection, answe
 before the first byte, the request goes to another replica (at most `retries` more) and the
 failure is reported to the admin, which checks the server at once. A 429 or a 404 (the replica is
 full, or just unloaded the model) moves on without blaming the server. A stream that already sent
-bytes cannot move: it ends with an OpenAI-shaped error event.
+bytes ends here with an OpenAI-shaped error event; gateway/resume.py takes that up and continues
+the answer on another replica.
 """
 
 from __future__ import annotations
@@ -65,13 +66,15 @@ class Forwarder:
         task.add_done_callback(self._reports.discard)
 
     async def send(self, model: str, path: str, body: dict, stream: bool,
-                   prefix_key: int | None = None) -> Forwarded:
+                   prefix_key: int | None = None, exclude: frozenset[str] = frozenset()
+                   ) -> Forwarded:
+        """`exclude`: replicas not to try (one that just failed this request mid-stream)."""
         self.seq += 1
         route = RouteRequest(self.seq, prefix_key)
         tried: set[str] = set()
         last = "no replica answered"
         for attempt in range(1, self.retries + 2):
-            replicas = self.view.snapshot(model, tried)
+            replicas = self.view.snapshot(model, tried | exclude)
             if not replicas:
                 break
             replica = self.policy(replicas, route)

@@ -19,7 +19,8 @@ from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.usage import UsageTap, reservation, tokens_of
 from llmcell.gateway.view import CellView
-from llmcell.protocol.openai import model_card, parse_chat, parse_completion
+from llmcell.gateway.resume import Resumable
+from llmcell.protocol.openai import CONTINUATION, model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
 from llmcell.edge.auth import check_model, principal_of
 from llmcell.edge.disconnect import CLIENT_CLOSED, ClientDisconnected, unless_disconnected
@@ -43,7 +44,9 @@ def prefix_text(body: dict, chat: bool) -> str:
 
 
 def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, max_body: int,
-                  prefix_chars: int, default_reserve: int) -> list[Route]:
+                  prefix_chars: int, default_reserve: int, retries: int,
+                  on_resumed=lambda model: None) -> list[Route]:
+    """`on_resumed(model)`: a stream went on on another replica (metrics)."""
     created = int(time.time())  # the cards' `created`: when this gateway started serving
 
     async def generate(request: Request, chat: bool) -> Response:
@@ -61,6 +64,10 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         except ClientDisconnected:
             return Response(status_code=CLIENT_CLOSED)
         forward = dict(body, model=model, priority=admitted.priority)  # the band, not the body's
+        forward.pop(CONTINUATION, None)  # between the cell's members only
+        movable = req.stream and req.sampling.n == 1 and (chat or len(req.prompts) == 1)
+        if movable:
+            forward["return_token_ids"] = True
         if req.stream and admitted.counts_tokens and not req.include_usage:
             forward["stream_options"] = {**(body.get("stream_options") or {}),
                                          "include_usage": True}
@@ -76,8 +83,14 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts),
                    **admitted.headers}
         if result.stream is not None:
-            result.on_broken = lambda: setattr(request.state, "stream_broken", True)
+            broken = lambda: setattr(request.state, "stream_broken", True)  # noqa: E731
             stream = result.stream
+            if movable:  # a break is the resumer's to handle
+                stream = aiter(Resumable(forwarder, model, path, forward, result, key, retries,
+                                         req.return_token_ids, broken,
+                                         lambda: on_resumed(model)))
+            else:
+                result.on_broken = broken
             if admitted.counts_tokens:
                 stream = UsageTap(stream, req.include_usage, admitted.release)
             else:

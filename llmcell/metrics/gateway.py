@@ -17,7 +17,8 @@ from prometheus_client import ProcessCollector
 from llmcell.metrics.buckets import LATENCY_BUCKETS
 
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/publish", "/unpublish",
-          "/update", "/listcell", "/listall", "/generate", "/health", "/metrics")
+          "/update", "/listcell", "/listall", "/generate", "/health", "/metrics", "/v1/files",
+          "/v1/batches")
 ERROR_TYPES = {400: "invalid_request", 404: "not_found", 409: "conflict", 413: "too_large",
                422: "invalid_request", 429: "rate_limited", 499: "client_closed",
                502: "replica_failed",
@@ -29,6 +30,8 @@ def route_label(path: str) -> str:
         return path
     if path.startswith("/v1/models/"):
         return "/v1/models/{id}"
+    if path.startswith(("/v1/files/", "/v1/batches/")):
+        return "/".join(path.split("/")[:3]) + "/{id}"
     return "other"
 
 
@@ -49,6 +52,9 @@ class GatewayMetrics:
                               registry=r)
         self.retries = Counter("llmcell:gateway_retries", "Requests sent to another replica "
                                "after one failed.", ["model"], registry=r)
+        self.resumed = Counter("llmcell:gateway_streams_resumed", "Streams that went on on "
+                               "another replica after theirs failed mid-stream.", ["model"],
+                               registry=r)
         self.decisions = Counter("llmcell:gateway_routing_decisions",
                                  "Replica choices by policy and replica.", ["policy", "replica"],
                                  registry=r)

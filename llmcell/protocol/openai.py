@@ -21,6 +21,15 @@ CHAT_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit
                     "response_format", "audio", "prediction")
 COMPLETION_UNSUPPORTED = ("suffix", "logit_bias")
 """Fields refused when given a value (empty or null is allowed): never silently ignored."""
+CONTINUATION = "llmcell_continuation"
+"""Internal (gateway to model server): go on with an answer another replica began,
+`{"token_ids": [...], "emitted_chars": n}`. The gateway removes it from clients' bodies."""
+
+
+@dataclass(frozen=True)
+class Continuation:
+    token_ids: tuple[int, ...]
+    emitted_chars: int
 
 
 @dataclass
@@ -32,6 +41,9 @@ class ChatRequest:
     include_usage: bool = False
     user: str | None = None
     add_generation_prompt: bool = True
+    return_token_ids: bool = False
+    """vLLM's field: each choice (each stream chunk's) carries its token ids."""
+    continuation: Continuation | None = None
 
 
 @dataclass
@@ -43,6 +55,8 @@ class CompletionRequest:
     include_usage: bool = False
     echo: bool = False
     user: str | None = None
+    return_token_ids: bool = False
+    continuation: Continuation | None = None
 
 
 # ---- field readers -------------------------------------------------------------------------------
@@ -138,6 +152,21 @@ def parse_sampling(body: dict, *, chat: bool) -> SamplingParams:
         raise invalid(f"'{param}' {e.rule}", param) from None
 
 
+def _continuation(body: dict, sampling: SamplingParams, prompts: int = 1
+                  ) -> Continuation | None:
+    c = body.get(CONTINUATION)
+    if c is None:
+        return None
+    if not isinstance(c, dict) or not isinstance(c.get("emitted_chars"), int) \
+            or isinstance(c.get("emitted_chars"), bool) or c["emitted_chars"] < 0:
+        raise invalid(f"'{CONTINUATION}' must be an object with token_ids and emitted_chars "
+                      ">= 0", CONTINUATION)
+    if sampling.n != 1 or prompts != 1:
+        raise invalid(f"'{CONTINUATION}' needs n=1 and one prompt", CONTINUATION)
+    ids = _token_ids(c.get("token_ids"), f"{CONTINUATION}.token_ids")
+    return Continuation(tuple(ids), c["emitted_chars"])
+
+
 def _stream_options(body: dict, stream: bool) -> bool:
     opts = body.get("stream_options")
     if opts is None:
@@ -190,10 +219,13 @@ def parse_chat(body: Any) -> ChatRequest:
         parsed.append({"role": "system" if role == "developer" else role,
                        "content": _content(m, i)})
     stream = _bool(body, "stream")
-    return ChatRequest(model=model, messages=parsed, sampling=parse_sampling(body, chat=True),
+    sampling = parse_sampling(body, chat=True)
+    return ChatRequest(model=model, messages=parsed, sampling=sampling,
                        stream=stream, include_usage=_stream_options(body, stream),
                        user=_str(body, "user"),
-                       add_generation_prompt=_bool(body, "add_generation_prompt", True))
+                       add_generation_prompt=_bool(body, "add_generation_prompt", True),
+                       return_token_ids=_bool(body, "return_token_ids"),
+                       continuation=_continuation(body, sampling))
 
 
 def parse_completion(body: Any) -> CompletionRequest:
@@ -229,7 +261,9 @@ def parse_completion(body: Any) -> CompletionRequest:
     stream = _bool(body, "stream")
     return CompletionRequest(model=model, prompts=prompts, sampling=sampling, stream=stream,
                              include_usage=_stream_options(body, stream), echo=echo,
-                             user=_str(body, "user"))
+                             user=_str(body, "user"),
+                             return_token_ids=_bool(body, "return_token_ids"),
+                             continuation=_continuation(body, sampling, len(prompts)))
 
 
 def token_bytes(text: str) -> list[int]:

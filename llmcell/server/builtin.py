@@ -18,10 +18,11 @@ from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError
 from llmcell.engine.async_engine import EngineClient, RequestStream
 from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
-from llmcell.engine.outputs import RequestOutput
+from llmcell.engine.outputs import RequestOutput, Resume
 from llmcell.engine.process import ProcessEngine
 from llmcell.protocol.errors import APIError, invalid
-from llmcell.protocol.openai import ChatRequest, CompletionRequest, usage
+from llmcell.protocol.openai import (CONTINUATION, ChatRequest, CompletionRequest, Continuation,
+                                    usage)
 from llmcell.protocol.sampling import ContextLengthError, SamplingParams, check_request
 from llmcell.server import responses as R
 from llmcell.server.backend import Load, Reply
@@ -135,19 +136,26 @@ class BuiltinBackend:
     def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
         return self.engine.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
 
-    async def _run(self, prompt: list[int], params: SamplingParams,
-                   rid: str) -> AsyncIterator[RequestOutput]:
+    async def _run(self, prompt: list[int], params: SamplingParams, rid: str,
+                   resume: Continuation | None = None) -> AsyncIterator[RequestOutput]:
         """Engine outputs for one prompt, with metrics recorded when it finishes."""
-        stream = self._submit(prompt, params, rid)
+        stream = self._submit(prompt, params, rid, resume)
         try:
             async for out in self._outputs(stream):
                 yield out
         finally:
             stream.close()
 
-    def _submit(self, prompt: list[int], params: SamplingParams, rid: str) -> RequestStream:
+    def _submit(self, prompt: list[int], params: SamplingParams, rid: str,
+                resume: Continuation | None = None) -> RequestStream:
+        """Queue the request; `resume`: it goes on from the tokens another replica generated."""
+        if resume is not None and len(resume.token_ids) >= params.max_tokens:
+            raise invalid(f"the continuation has {len(resume.token_ids)} tokens already, "
+                          f"max_tokens={params.max_tokens}: nothing is left to generate",
+                          CONTINUATION)
         try:
-            return self.engine.submit(prompt, params, rid)
+            return self.engine.submit(prompt, params, rid, None if resume is None else Resume(
+                resume.token_ids, resume.emitted_chars))
         except EngineDeadError as e:
             raise APIError(503, str(e)) from None
 
@@ -180,20 +188,21 @@ class BuiltinBackend:
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if req.stream:
-            stream = self._submit(prompt, params, rid)
-            body = chat_events(self._outputs(stream), Stream(rid, created, self.model_name,
-                                                             params.n, req.include_usage))
+            stream = self._submit(prompt, params, rid, req.continuation)
+            body = chat_events(self._outputs(stream), Stream(
+                rid, created, self.model_name, params.n, req.include_usage,
+                req.return_token_ids))
             return self._streaming(body, [stream])
         self._in_flight += 1
         try:
             final = None
-            async for out in self._run(prompt, params, rid):
+            async for out in self._run(prompt, params, rid, req.continuation):
                 final = out
         except EngineDeadError as e:
             raise APIError(503, str(e)) from None
         finally:
             self._in_flight -= 1
-        choices = [R.chat_choice(o.index, o) for o in final.outputs]
+        choices = [R.chat_choice(o.index, o, req.return_token_ids) for o in final.outputs]
         return Reply(body={"id": rid, "object": "chat.completion", "created": created,
                            "model": self.model_name, "choices": choices,
                            "usage": usage(len(prompt), final.num_generated_tokens),
@@ -225,35 +234,36 @@ class BuiltinBackend:
             streams = []
             try:
                 for i, (p, q) in enumerate(zip(prompts, params)):
-                    streams.append(self._submit(p, q, f"{rid}-{i}"))
+                    streams.append(self._submit(p, q, f"{rid}-{i}", req.continuation))
             except BaseException:
                 for stream in streams:
                     stream.close()
                 raise
             body = completion_events(
                 [self._outputs(s) for s in streams],
-                Stream(rid, created, self.model_name, req.sampling.n, req.include_usage),
+                Stream(rid, created, self.model_name, req.sampling.n, req.include_usage,
+                       req.return_token_ids),
                 echoes if req.echo else None, sum(len(p) for p in prompts))
             return self._streaming(body, streams)
         self._in_flight += 1
         try:
-            finals = await asyncio.gather(*[self._last(p, q, f"{rid}-{i}")
+            finals = await asyncio.gather(*[self._last(p, q, f"{rid}-{i}", req.continuation)
                                             for i, (p, q) in enumerate(zip(prompts, params))])
         except EngineDeadError as e:
             raise APIError(503, str(e)) from None
         finally:
             self._in_flight -= 1
         n = req.sampling.n
-        choices = [R.completion_choice(i * n + o.index, o, echoes[i])
+        choices = [R.completion_choice(i * n + o.index, o, echoes[i], req.return_token_ids)
                    for i, f in enumerate(finals) for o in f.outputs]
         gen = sum(f.num_generated_tokens for f in finals)
         return Reply(body={"id": rid, "object": "text_completion", "created": created,
                            "model": self.model_name, "choices": choices,
                            "usage": usage(sum(len(p) for p in prompts), gen)})
 
-    async def _last(self, prompt, params, rid) -> RequestOutput:
+    async def _last(self, prompt, params, rid, resume=None) -> RequestOutput:
         final = None
-        async for out in self._run(prompt, params, rid):
+        async for out in self._run(prompt, params, rid, resume):
             final = out
         return final
 

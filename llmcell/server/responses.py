@@ -30,17 +30,24 @@ def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict:
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def chat_choice(index: int, out: CompletionOutput) -> dict:
-    return {"index": index, "message": {"role": "assistant", "content": out.text},
-            "logprobs": chat_logprobs(out.logprobs) if out.logprobs is not None else None,
-            "finish_reason": finish_reason(out)}
+def chat_choice(index: int, out: CompletionOutput, token_ids: bool = False) -> dict:
+    choice = {"index": index, "message": {"role": "assistant", "content": out.text},
+              "logprobs": chat_logprobs(out.logprobs) if out.logprobs is not None else None,
+              "finish_reason": finish_reason(out)}
+    if token_ids:
+        choice["token_ids"] = list(out.token_ids)
+    return choice
 
 
-def completion_choice(index: int, out: CompletionOutput, prefix: str = "") -> dict:
-    return {"index": index, "text": prefix + out.text,
-            "logprobs": completion_logprobs(out.logprobs, len(prefix))
-            if out.logprobs is not None else None,
-            "finish_reason": finish_reason(out)}
+def completion_choice(index: int, out: CompletionOutput, prefix: str = "",
+                      token_ids: bool = False) -> dict:
+    choice = {"index": index, "text": prefix + out.text,
+              "logprobs": completion_logprobs(out.logprobs, len(prefix))
+              if out.logprobs is not None else None,
+              "finish_reason": finish_reason(out)}
+    if token_ids:
+        choice["token_ids"] = list(out.token_ids)
+    return choice
 
 
 def chat_chunk(rid: str, created: int, model: str, choice: dict, with_usage: bool) -> dict:

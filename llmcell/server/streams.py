@@ -26,6 +26,9 @@ class Stream:
     """Choices per prompt."""
     with_usage: bool
     """`stream_options.include_usage`: a last chunk with the usage."""
+    token_ids: bool = False
+    """`return_token_ids`: each choice carries the token ids it adds (a gateway that sees them
+    can continue the answer on another replica)."""
 
 
 async def chat_events(outputs: AsyncIterator[RequestOutput], s: Stream) -> AsyncIterator[bytes]:
@@ -37,12 +40,15 @@ async def chat_events(outputs: AsyncIterator[RequestOutput], s: Stream) -> Async
         chunks = list(roles) if final is None else []
         final = out
         for o in out.outputs:
-            if not o.delta_text and (o.logprobs is None or not o.delta_logprobs):
+            if not o.delta_text and (o.logprobs is None or not o.delta_logprobs) and not (
+                    s.token_ids and o.delta_token_ids):
                 continue
             choice = {"index": o.index,
                       "delta": {"content": o.delta_text} if o.delta_text else {},
                       "logprobs": R.chat_logprobs(o.delta_logprobs)
                       if o.logprobs is not None else None, "finish_reason": None}
+            if s.token_ids:
+                choice["token_ids"] = list(o.delta_token_ids)
             chunks.append(event(R.chat_chunk(s.rid, s.created, s.model, choice, s.with_usage)))
         if out.finished:
             chunks += _chat_ending(out, s)
@@ -102,11 +108,14 @@ async def completion_events(outputs: list[AsyncIterator[RequestOutput]], s: Stre
                 if not (o.delta_token_ids or o.finished):
                     continue
                 generated += len(o.delta_token_ids)
-                yield event(R.completion_chunk(s.rid, s.created, s.model, {
-                    "index": i * s.n + o.index, "text": o.delta_text,
-                    "logprobs": R.completion_logprobs(o.delta_logprobs, 0)
-                    if o.logprobs is not None else None,
-                    "finish_reason": R.finish_reason(o)}, s.with_usage))
+                choice = {"index": i * s.n + o.index, "text": o.delta_text,
+                          "logprobs": R.completion_logprobs(o.delta_logprobs, 0)
+                          if o.logprobs is not None else None,
+                          "finish_reason": R.finish_reason(o)}
+                if s.token_ids:
+                    choice["token_ids"] = list(o.delta_token_ids)
+                yield event(R.completion_chunk(s.rid, s.created, s.model, choice,
+                                               s.with_usage))
         ending = [DONE]
         if s.with_usage:
             ending.insert(0, event({"id": s.rid, "object": "text_completion",

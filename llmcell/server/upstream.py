@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmcell.config.server import ServerConfig
 from llmcell.protocol.errors import APIError
-from llmcell.protocol.openai import ChatRequest, CompletionRequest
+from llmcell.protocol.openai import CONTINUATION, ChatRequest, CompletionRequest
 from llmcell.server.backend import Load, Reply
 from llmcell.server.metrics import ServerMetrics
 
@@ -114,6 +114,9 @@ class UpstreamBackend:
         if not self.upstream_model:
             raise APIError(503, f"the upstream engine at {self.base} has not answered yet",
                            headers={"Retry-After": "1"})
+        if raw.get(CONTINUATION) is not None:
+            raise APIError(400, "an external engine cannot continue an answer another replica "
+                                "began", param=CONTINUATION, code="continuation_unsupported")
         body = dict(raw, model=self.upstream_model)
         body.pop("priority", None)  # vLLM refuses it unless started with priority scheduling
         if not stream:

@@ -311,3 +311,50 @@ def test_a_burst_at_an_idle_engine_is_prefilled_as_one_batch(checkpoint, monkeyp
         asyncio.run(scenario())
     finally:
         engine.shutdown()
+
+
+def _resumed(llm, prompt, params, done: list[int], emitted: int):
+    """A request taken up after `done` tokens, `emitted` characters of whose text were sent."""
+    from llmcell.engine.outputs import Resume
+
+    llm.core.add_request("resumed", prompt, params, resume=Resume(tuple(done), emitted))
+    deltas, final = [], None
+    while llm.core.has_work():
+        for out in llm.core.step():
+            deltas.append(out.outputs[0].delta_text)
+            final = out
+    return final, "".join(deltas)
+
+
+@pytest.fixture(scope="module")
+def llm32(checkpoint):
+    return LLM(checkpoint=checkpoint, dtype="float32", kv_cache_memory=256 << 20)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(max_tokens=40, temperature=0),
+                                    SamplingParams(max_tokens=40, temperature=0.9, seed=11)],
+                         ids=["greedy", "seeded"])
+def test_a_resumed_request_goes_on_as_the_undisturbed_one(llm32, chat_prompt_ids, params):
+    """Resumed halfway (as a gateway does when a replica dies mid-stream): the same
+    tokens and text as the undisturbed run, and the new text starts where the client's ends.
+    In fp32: in bf16 the prefill of the resumed tokens rounds otherwise than their decodes did,
+    so it may part at a near-tie (as a preempted sequence may)."""
+    llm = llm32
+    prompt = chat_prompt_ids[1]
+    whole = llm.generate([prompt], params)[0].outputs[0]
+    assert len(whole.token_ids) > 8
+    done = whole.token_ids[:min(17, len(whole.token_ids) // 2)]
+    sent = llm.core.tokenizer.decode(done)[:-3]  # the client got all but a held-back tail
+    final, new_text = _resumed(llm, prompt, params, done, len(sent))
+    out = final.outputs[0]
+    assert out.token_ids == whole.token_ids
+    assert out.text == whole.text and sent + new_text == whole.text
+    assert final.num_generated_tokens == len(whole.token_ids)
+
+
+def test_a_resume_at_max_tokens_is_refused(llm, chat_prompt_ids):
+    from llmcell.engine.outputs import Resume
+
+    with pytest.raises(ValueError, match="max_tokens"):
+        llm.core.add_request("late", chat_prompt_ids[0], SamplingParams(max_tokens=3),
+                             resume=Resume((1, 2, 3), 0))

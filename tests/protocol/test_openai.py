@@ -22,3 +22,22 @@ def test_non_finite_sampling_values_name_the_field(field, value):
     with pytest.raises(APIError) as e:
         parse_sampling({field: value}, chat=True)
     assert e.value.status == 400 and e.value.param == field and field in e.value.message
+
+
+def test_a_continuation_is_parsed_and_bad_ones_name_the_field():
+    from llmcell.protocol.openai import CONTINUATION, Continuation, parse_chat, parse_completion
+
+    chat = {"model": "m", "messages": [{"role": "user", "content": "Hi"}],
+            "return_token_ids": True, CONTINUATION: {"token_ids": [5, 6], "emitted_chars": 3}}
+    req = parse_chat(chat)
+    assert req.return_token_ids and req.continuation == Continuation((5, 6), 3)
+    for bad in ({"token_ids": [-1], "emitted_chars": 0}, {"token_ids": [1]},
+                {"token_ids": [1], "emitted_chars": True}, [1, 2]):
+        with pytest.raises(APIError) as e:
+            parse_chat(dict(chat, **{CONTINUATION: bad}))
+        assert e.value.param.startswith(CONTINUATION), bad
+    with pytest.raises(APIError, match="n=1"):
+        parse_chat(dict(chat, n=2))
+    with pytest.raises(APIError, match="one prompt"):
+        parse_completion({"model": "m", "prompt": ["a", "b"],
+                          CONTINUATION: {"token_ids": [1], "emitted_chars": 0}})

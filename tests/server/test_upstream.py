@@ -61,6 +61,24 @@ def test_proxy_validates_before_forwarding(proxy):
     assert r.status_code == 400 and "temperature" in r.json()["error"]["message"]
 
 
+def test_a_continuation_is_refused_by_an_external_engine_and_taken_by_the_builtin(server,
+                                                                                  proxy):
+    body = {"model": MODEL, "messages": Q, "max_tokens": 12, "temperature": 0,
+            "return_token_ids": True}
+    whole = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+    ids = whole["choices"][0]["token_ids"]
+    assert len(ids) == whole["usage"]["completion_tokens"]
+    go_on = dict(body, llmcell_continuation={"token_ids": ids[:4], "emitted_chars": 0})
+    r = httpx.post(proxy.url + "/v1/chat/completions", json=go_on, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "continuation_unsupported"
+    rest = httpx.post(server.url + "/v1/chat/completions", json=go_on, timeout=60).json()
+    assert rest["choices"][0]["token_ids"] == ids
+    assert rest["choices"][0]["message"]["content"] == whole["choices"][0]["message"]["content"]
+    late = dict(body, llmcell_continuation={"token_ids": ids + ids, "emitted_chars": 0})
+    r = httpx.post(server.url + "/v1/chat/completions", json=late, timeout=60)
+    assert r.status_code == 400 and "nothing is left" in r.json()["error"]["message"]
+
+
 def _events(url: str, body: dict) -> tuple[float, list[tuple[float, str]]]:
     start = time.perf_counter()
     events = []

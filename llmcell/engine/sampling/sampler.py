@@ -36,11 +36,18 @@ class Sampler:
         for s in seq_ids:
             self._generators.pop(s, None)
 
-    def _generator(self, row: SamplingRow) -> torch.Generator:
+    def _generator(self, row: SamplingRow, vocab: int) -> torch.Generator:
+        """A seeded sequence's generator, made at its first draw. A sequence resumed from
+        another engine already has tokens then: their draws are replayed, so it goes on as the
+        first engine would have."""
         g = self._generators.get(row.seq_id)
         if g is None:
             g = torch.Generator(device=self.device)
             g.manual_seed(row.params.seed & 0xFFFF_FFFF_FFFF_FFFF)
+            if row.output_token_ids:
+                scratch = torch.empty(vocab, device=self.device)
+                for _ in row.output_token_ids:
+                    scratch.exponential_(generator=g)
             self._generators[row.seq_id] = g
         return g
 
@@ -124,5 +131,5 @@ class Sampler:
         if len(seeded) < len(rows):
             race.exponential_(generator=self._shared)
         for i in seeded:
-            race[i].exponential_(generator=self._generator(rows[i]))
+            race[i].exponential_(generator=self._generator(rows[i], race.shape[1]))
         return (probs / race).argmax(dim=-1)

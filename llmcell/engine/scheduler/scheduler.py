@@ -43,9 +43,9 @@ class Scheduler:
 
     # ---- intake ------------------------------------------------------------------------------
     def add(self, seq: Sequence) -> None:
-        if seq.num_tokens + seq.params.max_tokens > self.max_model_len:
+        if seq.num_prompt_tokens + seq.params.max_tokens > self.max_model_len:
             raise ValueError(
-                f"prompt ({seq.num_tokens} tokens) + max_tokens ({seq.params.max_tokens}) exceeds "
+                f"prompt ({seq.num_prompt_tokens} tokens) + max_tokens ({seq.params.max_tokens}) exceeds "
                 f"the model's context length of {self.max_model_len} tokens"
             )
         if seq.index == 0:
