@@ -93,7 +93,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                              lease_interval=args.lease_interval, queueing=args.queueing,
                              max_queued=args.max_queued, queue_timeout=args.queue_timeout,
                              replica_slots=args.replica_slots,
-                             max_file_bytes=args.max_file_bytes))
+                             max_file_bytes=args.max_file_bytes, cache_bytes=args.cache_bytes,
+                             cache_ttl=args.cache_ttl))
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -185,6 +186,11 @@ def add_cell_parsers(sub) -> None:
                    help="requests one tenant may have waiting per model (default: 256)")
     g.add_argument("--queue-timeout", type=float, default=30.0,
                    help="seconds a request may wait for a slot (default: 30)")
+    g.add_argument("--cache-bytes", type=parse_size, default=0,
+                   help="response cache for requests with temperature 0 or a seed, e.g. 64MiB "
+                        "(default: 0, off)")
+    g.add_argument("--cache-ttl", type=float, default=600.0,
+                   help="seconds a cached answer is served (default: %(default)s)")
     g.add_argument("--max-file-bytes", type=parse_size, default=200 << 20,
                    help="the largest upload to /v1/files, as the admin's (default: 200MiB)")
     g.add_argument("--replica-slots", type=int, default=0,

@@ -135,12 +135,13 @@ class CellRegistry:
         return out
 
     def routes(self) -> RouteView:
-        models = {}
+        models, checkpoints = {}, {}
         for spec in self.store.all():
             models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting,
                                           r.max_model_len, r.slots)
                                   for rec, r in self._ready(spec.model)]
-        return RouteView(self.version, models)
+            checkpoints[spec.model] = spec.checkpoint
+        return RouteView(self.version, models, checkpoints)
 
     def servers_json(self, now: float) -> list[dict]:
         return [dict(rec.info.to_json(), seconds_since_heartbeat=round(now - rec.last_seen, 3),

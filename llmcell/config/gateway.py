@@ -30,6 +30,11 @@ class GatewayConfig:
     bounded_load: float = 1.25
     """prefix_affinity: no replica takes more than this factor times the mean load."""
     max_body_bytes: int = 4 << 20
+    cache_bytes: int = 0
+    """The response cache's size (0: off, the default, as a benchmark or an evaluation expects):
+    answers to requests with temperature 0 or a seed."""
+    cache_ttl: float = 600.0
+    """Seconds a cached answer is served."""
     max_file_bytes: int = 200 << 20
     """The largest upload to `/v1/files` (the admin keeps the files; give both the same)."""
     request_timeout: float = 600.0
@@ -91,6 +96,10 @@ class GatewayConfig:
             raise ValueError(f"replica_slots={self.replica_slots} must be >= 0")
         if self.default_reserve_tokens < 1:
             raise ValueError(f"default_reserve_tokens={self.default_reserve_tokens} must be >= 1")
+        if self.cache_bytes < 0:
+            raise ValueError(f"cache_bytes={self.cache_bytes} must be >= 0 (0: no cache)")
+        if self.cache_ttl <= 0:
+            raise ValueError(f"cache_ttl={self.cache_ttl} must be > 0 seconds")
         if self.max_file_bytes <= 0:
             raise ValueError(f"max_file_bytes={self.max_file_bytes} must be positive")
         if self.max_body_bytes <= 0:

@@ -45,6 +45,10 @@ not (another gateway holds what is left), for the leases to move its way: a clie
 limit gets no 429 for the gateway it reached."""
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass
 class Pass:
     headers: dict[str, str]
@@ -126,7 +130,9 @@ class Admission:
             await asyncio.sleep(self.config.lease_interval)
 
     # ---- admission -----------------------------------------------------------------------------
-    async def enter(self, request: Request, model: str, tokens: int) -> Pass:
+    async def enter(self, request: Request, model: str, tokens: int, slot: bool = True) -> Pass:
+        """`slot`: the request needs a replica's slot (False: answered from the gateway's cache,
+        it only counts against the quotas)."""
         principal = principal_of(request)
         try:
             band = band_of(request.headers.get(PRIORITY_HEADER),
@@ -155,7 +161,7 @@ class Admission:
             raise APIError(decision.status, decision.message, code=decision.code,
                            headers=headers)
         try:
-            give_back = await self._slot(model, tenant, band, tokens)
+            give_back = await self._slot(model, tenant, band, tokens) if slot else _nothing
         except BaseException as e:
             self.ledger.refund(decision)
             if isinstance(e, APIError):

@@ -22,6 +22,7 @@ from llmcell.gateway.admin_proxy import admin_proxy_routes
 from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.openai_routes import openai_routes
+from llmcell.gateway.response_cache import ResponseCache
 from llmcell.gateway.saxml_routes import saxml_routes
 from llmcell.gateway.view import CellView
 from llmcell.metrics.gateway import GatewayMetrics, MetricsMiddleware
@@ -50,6 +51,8 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
                           config.retries, metrics.routed)
     admission = Admission(config, view, admin, metrics)
+    cache = ResponseCache(config.cache_bytes, config.cache_ttl)
+    metrics.cache_bytes.set_function(lambda: cache.bytes)
     sax, on_sax_error = saxml_routes(admin, view, forwarder, admission, config.sax_compat,
                                      config.max_body_bytes, config.default_reserve_tokens)
 
@@ -94,8 +97,9 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                 Route("/openapi.json", openapi, methods=["GET"]), *sax,
                 *openai_routes(view, forwarder, admission, config.max_body_bytes,
                                config.prefix_chars, config.default_reserve_tokens,
-                               config.retries,
-                               lambda model: metrics.resumed.labels(model).inc()),
+                               config.retries, cache,
+                               lambda model: metrics.resumed.labels(model).inc(),
+                               lambda model, outcome: metrics.cache.labels(model, outcome).inc()),
                 *admin_proxy_routes(admin, config.max_file_bytes)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,

@@ -8,6 +8,7 @@ admitted (gateway/admission.py: the caller's quotas, a slot by fair queuing) and
 
 from __future__ import annotations
 
+import json
 import time
 from typing import AsyncIterator
 
@@ -19,6 +20,7 @@ from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.usage import UsageTap, reservation, tokens_of
 from llmcell.gateway.view import CellView
+from llmcell.gateway.response_cache import Cached, ResponseCache, cacheable, directives
 from llmcell.gateway.resume import Resumable
 from llmcell.protocol.openai import CONTINUATION, model_card, parse_chat, parse_completion
 from llmcell.router.policies import hash64
@@ -45,9 +47,37 @@ def prefix_text(body: dict, chat: bool) -> str:
 
 def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, max_body: int,
                   prefix_chars: int, default_reserve: int, retries: int,
-                  on_resumed=lambda model: None) -> list[Route]:
-    """`on_resumed(model)`: a stream went on on another replica (metrics)."""
+                  cache: ResponseCache, on_resumed=lambda model: None,
+                  on_cache=lambda model, outcome: None) -> list[Route]:
+    """`on_resumed(model)`: a stream went on on another replica; `on_cache(model, "hit" or
+    "miss")`: a cacheable request (metrics)."""
     created = int(time.time())  # the cards' `created`: when this gateway started serving
+
+    def cache_key(request: Request, model: str, body: dict) -> tuple[str | None, bool]:
+        """The request's cache key (None: not cached) and whether a cached answer may serve."""
+        if not cache.enabled or not cacheable(body):
+            return None, False
+        asked = directives(request.headers.get("cache-control"))
+        if "no-store" in asked:
+            return None, False
+        caller = principal_of(request)
+        tenant = "anonymous" if caller is None else caller.tenant
+        checkpoint = view.view.checkpoints.get(model, "")
+        return cache.key(tenant, model, checkpoint, body), "no-cache" not in asked
+
+    async def replay(request: Request, model: str, hit: Cached, tokens: int) -> Response:
+        """A cached answer: the quotas still count it; no replica is asked."""
+        try:
+            admitted = await unless_disconnected(request, admission.enter(
+                request, model, tokens, slot=False))
+        except ClientDisconnected:
+            return Response(status_code=CLIENT_CLOSED)
+        admitted.release(hit.tokens)
+        on_cache(model, "hit")
+        headers = {"X-Llmcell-Cache": "hit", **admitted.headers}
+        if hit.stream:
+            return EventStreamResponse(_replayed(hit.body), headers=headers)
+        return Response(hit.body, media_type="application/json", headers=headers)
 
     async def generate(request: Request, chat: bool) -> Response:
         body = await read_openai_json(request, max_body)
@@ -59,6 +89,10 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         path = "/v1/chat/completions" if chat else "/v1/completions"
         tokens = reservation(body, chat, req.sampling.max_tokens, req.sampling.n,
                              default_reserve)
+        ckey, read = cache_key(request, model, body)
+        checkpoint = view.view.checkpoints.get(model, "")
+        if ckey is not None and read and (hit := cache.get(ckey, checkpoint)) is not None:
+            return await replay(request, model, hit, tokens)
         try:
             admitted = await unless_disconnected(request, admission.enter(request, model, tokens))
         except ClientDisconnected:
@@ -82,6 +116,12 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
             raise
         headers = {"X-Llmcell-Replica": result.replica, "X-Llmcell-Attempts": str(result.attempts),
                    **admitted.headers}
+        store = None
+        if ckey is not None:
+            on_cache(model, "miss")
+            headers["X-Llmcell-Cache"] = "miss"
+            store = lambda data, stream, used: cache.put(  # noqa: E731
+                ckey, data, stream, used, model, checkpoint)
         if result.stream is not None:
             broken = lambda: setattr(request.state, "stream_broken", True)  # noqa: E731
             stream = result.stream
@@ -95,8 +135,14 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
                 stream = UsageTap(stream, req.include_usage, admitted.release)
             else:
                 stream = _released(stream, admitted.release)
+            if store is not None:
+                stream = _recorded(stream, lambda data: store(data, True, None))
             return EventStreamResponse(stream, headers=headers)
         admitted.release(tokens_of(result.body) if result.status == 200 else 0)
+        if store is not None and result.status == 200:
+            data = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode()
+            store(data, False, tokens_of(result.body))
+            return Response(data, media_type="application/json", headers=headers)
         return JSONResponse(result.body, result.status, headers=headers)
 
     async def chat(request: Request) -> Response:
@@ -127,6 +173,24 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),
     ]
+
+
+async def _recorded(stream: AsyncIterator[bytes], keep) -> AsyncIterator[bytes]:
+    """The stream as it goes to the client; once it ended whole (`[DONE]`, no error event),
+    `keep(all of it)`."""
+    parts = []
+    async for chunk in stream:
+        parts.append(chunk)
+        yield chunk
+    data = b"".join(parts)
+    if data.rstrip().endswith(b"data: [DONE]") and b'data: {"error"' not in data:
+        keep(data)
+
+
+async def _replayed(data: bytes) -> AsyncIterator[bytes]:
+    for item in data.split(b"\n\n"):
+        if item.strip():
+            yield item + b"\n\n"
 
 
 async def _released(stream: AsyncIterator[bytes], release) -> AsyncIterator[bytes]:

@@ -55,6 +55,11 @@ class GatewayMetrics:
         self.resumed = Counter("llmcell:gateway_streams_resumed", "Streams that went on on "
                                "another replica after theirs failed mid-stream.", ["model"],
                                registry=r)
+        self.cache = Counter("llmcell:gateway_cache_requests", "Cacheable requests (temperature "
+                             "0 or a seed) by outcome: hit or miss.", ["model", "outcome"],
+                             registry=r)
+        self.cache_bytes = Gauge("llmcell:gateway_cache_bytes", "Bytes of answers in the "
+                                 "response cache.", registry=r)
         self.decisions = Counter("llmcell:gateway_routing_decisions",
                                  "Replica choices by policy and replica.", ["policy", "replica"],
                                  registry=r)

@@ -140,13 +140,19 @@ class RouteView:
 
     version: int = 0
     models: dict[str, list[Replica]] = field(default_factory=dict)
+    checkpoints: dict[str, str] = field(default_factory=dict)
+    """Each model's checkpoint (what a cached answer was made with)."""
 
     def to_json(self) -> dict:
         return {"version": self.version,
-                "models": {m: [r.to_json() for r in rs] for m, rs in self.models.items()}}
+                "models": {m: [r.to_json() for r in rs] for m, rs in self.models.items()},
+                "checkpoints": self.checkpoints}
 
     @classmethod
     def from_json(cls, data: Any) -> "RouteView":
         models = _get(data, "models", dict)
+        checkpoints = data.get("checkpoints", {}) if isinstance(data, dict) else {}
         return cls(_get(data, "version", int),
-                   {m: [Replica(**r) for r in rs] for m, rs in models.items()})
+                   {m: [Replica(**r) for r in rs] for m, rs in models.items()},
+                   {str(m): str(c) for m, c in checkpoints.items()}
+                   if isinstance(checkpoints, dict) else {})

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import os
 import sys
 import time
 from dataclasses import replace
@@ -120,15 +121,16 @@ async def serve(config: ServerConfig, announce=None) -> None:
 
 def _leave_group() -> None:
     """A group's leader, stopping: its workers exit 0 (torch.distributed: imported only by
-    groups)."""
-    from llmcell.engine.parallel.group import group_joined, leave_group, stop_workers
+    groups). The group is not torn down: the workers leave as soon as they are told, and gloo's
+    teardown against a closed peer can abort the leader (SIGABRT instead of its status), so the
+    leader exits without it too (`run`)."""
+    from llmcell.engine.parallel.group import group_joined, stop_workers
 
     if group_joined():
         try:
             stop_workers()
         except RuntimeError:
             pass  # the group is already broken: the workers exit on their own
-        leave_group()
 
 
 def run(config: ServerConfig) -> int:
@@ -151,6 +153,10 @@ def run(config: ServerConfig) -> int:
 
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(serve(config, announce))
+    if config.group.size > 1:  # no process-group teardown at exit (see _leave_group)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

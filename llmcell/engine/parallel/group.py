@@ -67,11 +67,6 @@ def join_group(rank: int, size: int, leader: str, port: int, timeout_s: float = 
     return TensorParallel(rank, size)
 
 
-def leave_group() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
 def _send(message) -> None:
     if group_joined():  # after the group was left (process exit), there is no one to tell
         torch.distributed.broadcast_object_list([message], src=0)
