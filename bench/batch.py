@@ -18,10 +18,7 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,12 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.fairness import percentile, spawn, stream_once, wait  # noqa: E402
+from bench.cell import BenchCell, percentile, port_url, save, stream_once, wait  # noqa: E402
 from llmcell.batch.client import BatchClient  # noqa: E402
-from llmcell.local_cell import free_port  # noqa: E402
-from llmcell.protocol.auth import new_key  # noqa: E402
-
-SAX = "/sax/test/smollm2"
 ONLINE = "In one sentence, what is a hash table?"
 
 
@@ -114,10 +107,7 @@ def plot(figures: dict, out: Path) -> Path:
     b.set_title("an online client beside a batch")
     b.legend()
     b.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path = out / "batch.png"
-    fig.savefig(path, dpi=120)
-    return path
+    return save(fig, out, "batch.png")
 
 
 def main() -> None:
@@ -136,57 +126,33 @@ def main() -> None:
     print(f"offline: {args.requests} requests x {args.tokens} tokens...", flush=True)
     figures = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "args": vars(args),
                "offline": offline(args), "ttft": {}}
-    token, admin_key = new_key()[11:], new_key()
-    env = dict(os.environ, LLMCELL_CELL_TOKEN=token, LLMCELL_ADMIN_KEY=admin_key)
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as d:
-        logs = Path(d)
+    with BenchCell() as cell:
+        gw_port, gateway = port_url()
+        admin = cell.admin("--batch-gateway", gateway)
+        cell.server(admin, args.slots, args.threads)
+        cell.spawn("gateway", "gateway", "--admin", admin, "--port", str(gw_port))
+        wait(gateway + "/health")
+        cell.publish(gateway)
+        key = cell.key(admin, "team")
+        time.sleep(1.0)  # the gateway follows the keys
+        client = BatchClient(gateway, key)
+        run_batch(client, 4, 4, "warm-")
+        print("batch on the idle cell...", flush=True)
+        figures["batch"] = run_batch(client, args.requests, args.tokens, "b-")
+        print("online client on the idle cell...", flush=True)
+        figures["ttft"]["idle"] = asyncio.run(ttfts(gateway, key, args.online))
+        print("online client while a batch runs...", flush=True)
+        long = client.submit(batch_requests(args.requests * 4, args.tokens, "long-"),
+                             model="smollm2")
+        while client.status(long["id"])["status"] != "in_progress":
+            time.sleep(0.2)
+        time.sleep(3.0)  # the batch fills the cell
+        figures["ttft"]["during batch"] = asyncio.run(ttfts(gateway, key, args.online))
         try:
-            admin_port, gw_port = free_port("127.0.0.1"), free_port("127.0.0.1")
-            admin, gateway = f"http://127.0.0.1:{admin_port}", f"http://127.0.0.1:{gw_port}"
-            procs.append(spawn(["admin", "--port", str(admin_port), "--state",
-                                str(logs / "admin.sqlite3"), "--kv-reserve", "256MiB",
-                                "--batch-gateway", gateway], env, logs / "admin.log"))
-            wait(admin + "/health")
-            procs.append(spawn(["server", "--admin", admin, "--port",
-                                str(free_port("127.0.0.1")), "--memory", "3GiB",
-                                "--max-num-seqs", str(args.slots), "--threads",
-                                str(args.threads), "--kv-cache-memory", "512MiB",
-                                "--max-model-len", "2048"], env, logs / "server.log"))
-            procs.append(spawn(["gateway", "--admin", admin, "--port", str(gw_port)], env,
-                               logs / "gateway.log"))
-            wait(gateway + "/health")
-            h = {"Authorization": f"Bearer {admin_key}"}
-            httpx.post(gateway + "/publish", headers=h, timeout=60, json={
-                "model": SAX, "model_path": "smollm2-135m-instruct", "checkpoint": "None",
-                "replicas": 1}).raise_for_status()
-            wait(gateway + "/health", 300, lambda r: r.json()["models"].get(SAX, 0) >= 1)
-            key = httpx.post(admin + "/keys", json={"tenant": "team"},
-                             headers=h).json()["key"]
-            time.sleep(1.0)  # the gateway follows the keys
-            client = BatchClient(gateway, key)
-            run_batch(client, 4, 4, "warm-")
-            print("batch on the idle cell...", flush=True)
-            figures["batch"] = run_batch(client, args.requests, args.tokens, "b-")
-            print("online client on the idle cell...", flush=True)
-            figures["ttft"]["idle"] = asyncio.run(ttfts(gateway, key, args.online))
-            print("online client while a batch runs...", flush=True)
-            long = client.submit(batch_requests(args.requests * 4, args.tokens, "long-"),
-                                 model="smollm2")
-            while client.status(long["id"])["status"] != "in_progress":
-                time.sleep(0.2)
-            time.sleep(3.0)  # the batch fills the cell
-            figures["ttft"]["during batch"] = asyncio.run(ttfts(gateway, key, args.online))
             client.cancel(long["id"])
-            client.close()
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        except RuntimeError:  # it finished already (a short run)
+            pass
+        client.close()
     off, bat = figures["offline"], figures["batch"]
     idle = percentile(figures["ttft"]["idle"], 50)
     busy = percentile(figures["ttft"]["during batch"], 50)

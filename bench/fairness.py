@@ -17,58 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from llmcell.local_cell import free_port
-from llmcell.protocol.auth import new_key
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-SAX = "/sax/test/smollm2"
+from bench.cell import SAX, BenchCell, percentile, port_url, save, stream_once, wait  # noqa: E402
 PROMPT_B = "In one sentence, what is a hash table?"
 PROMPT_A = "Write a short story about a lighthouse keeper and the sea."
-
-
-def spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "llmcell.cli", *args], env=env,
-                            stdout=open(log, "a"), stderr=subprocess.STDOUT)
-
-
-def wait(url: str, timeout: float = 180.0, check=lambda r: r.status_code == 200) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check(httpx.get(url, timeout=2)):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
-
-
-async def stream_once(client: httpx.AsyncClient, key: str, prompt: str, max_tokens: int
-                      ) -> tuple[float, int]:
-    """(TTFT, output chunks) of one streamed chat request."""
-    start = time.perf_counter()
-    first, chunks = None, 0
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}],
-            "max_tokens": max_tokens, "stream": True}
-    async with client.stream("POST", "/v1/chat/completions", json=body,
-                             headers={"Authorization": f"Bearer {key}"}) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:200]!r}")
-        async for line in r.aiter_lines():
-            if line.startswith("data: {") and '"content"' in line:
-                chunks += 1
-                if first is None:
-                    first = time.perf_counter() - start
-    return first if first is not None else time.perf_counter() - start, chunks
 
 
 async def measure(gateway: str, a: str, b: str, args, flood: bool, requests: int) -> dict:
@@ -98,10 +59,6 @@ async def measure(gateway: str, a: str, b: str, args, flood: bool, requests: int
     return {"ttft": ttfts, "a_tokens_per_s": done[0] / elapsed if flood else None}
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
 def plot(runs: dict, out: Path) -> Path:
     import matplotlib
 
@@ -118,10 +75,7 @@ def plot(runs: dict, out: Path) -> Path:
     ax.set_title("A quiet tenant beside a flooding one")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    path = out / "fairness.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    return save(fig, out, "fairness.png")
 
 
 def main() -> None:
@@ -141,61 +95,30 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    token, admin_key = new_key()[11:], new_key()
-    env = dict(os.environ, LLMCELL_CELL_TOKEN=token, LLMCELL_ADMIN_KEY=admin_key)
-    procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as d:
-        logs = Path(d)
-        try:
-            admin_port = free_port("127.0.0.1")
-            admin = f"http://127.0.0.1:{admin_port}"
-            procs.append(spawn(["admin", "--port", str(admin_port), "--state",
-                                str(logs / "admin.sqlite3"), "--kv-reserve", "256MiB"], env,
-                               logs / "admin.log"))
-            wait(admin + "/health")
-            procs.append(spawn(["server", "--admin", admin, "--port",
-                                str(free_port("127.0.0.1")), "--memory", "3GiB",
-                                "--max-num-seqs", str(args.slots), "--threads",
-                                str(args.threads), "--kv-cache-memory", "512MiB",
-                                "--max-model-len", "2048"], env, logs / "server.log"))
-            h = {"Authorization": f"Bearer {admin_key}"}
-            keys = [httpx.post(admin + "/keys", json={"tenant": t}, headers=h).json()["key"]
-                    for t in ("tenant-a", "tenant-b")]
-            runs = {}
-            for queueing in ("fair", "off"):
-                port = free_port("127.0.0.1")
-                gateway = f"http://127.0.0.1:{port}"
-                gw = spawn(["gateway", "--admin", admin, "--port", str(port), "--queueing",
-                            queueing, "--queue-timeout", "600", "--max-queued", "1024"], env,
-                           logs / f"gateway-{queueing}.log")
-                procs.append(gw)
-                wait(gateway + "/health")
-                if not runs:
-                    r = httpx.post(gateway + "/publish", headers=h, json={
-                        "model": SAX, "model_path": "smollm2-135m-instruct",
-                        "checkpoint": "None", "replicas": 1}, timeout=60)
-                    r.raise_for_status()
-                wait(gateway + "/health", 300,
-                     lambda r: r.json()["models"].get(SAX, 0) >= 1)
-                time.sleep(1.0)  # the gateway follows the keys
-                if not runs:
-                    print("idle cell: B alone...", flush=True)
-                    runs["idle"] = asyncio.run(measure(gateway, *keys, args, False,
-                                                       args.requests))
-                print(f"A floods with {args.flood} streams, queueing={queueing}...", flush=True)
-                runs[f"flood, queueing {queueing}"] = asyncio.run(measure(
-                    gateway, *keys, args, True,
-                    args.requests if queueing == "fair" else args.off_requests))
-                gw.terminate()
-                gw.wait(30)
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+    runs = {}
+    with BenchCell() as cell:
+        admin = cell.admin()
+        cell.server(admin, args.slots, args.threads)
+        keys = [cell.key(admin, t) for t in ("tenant-a", "tenant-b")]
+        for queueing in ("fair", "off"):
+            port, gateway = port_url()
+            gw = cell.spawn(f"gateway-{queueing}", "gateway", "--admin", admin, "--port",
+                            str(port), "--queueing", queueing, "--queue-timeout", "600",
+                            "--max-queued", "1024")
+            wait(gateway + "/health")
+            if not runs:
+                cell.publish(gateway)
+            wait(gateway + "/health", 300, lambda r: r.json()["models"].get(SAX, 0) >= 1)
+            time.sleep(1.0)  # the gateway follows the keys
+            if not runs:
+                print("idle cell: B alone...", flush=True)
+                runs["idle"] = asyncio.run(measure(gateway, *keys, args, False, args.requests))
+            print(f"A floods with {args.flood} streams, queueing={queueing}...", flush=True)
+            runs[f"flood, queueing {queueing}"] = asyncio.run(measure(
+                gateway, *keys, args, True,
+                args.requests if queueing == "fair" else args.off_requests))
+            gw.terminate()
+            gw.wait(30)
     idle = percentile(runs["idle"]["ttft"], 50)
     summary = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "args": vars(args), "runs": {}}

@@ -69,19 +69,19 @@ def _limited(request: Request, most: int) -> Callable:
 
 def batch_routes(config: AdminConfig, registry: CellRegistry, store: BatchStore, blobs: Blobs,
                  runner_ready: Callable[[], bool]) -> list[Route]:
-    def own_file(request: Request, file_id: str) -> FileObject:
-        f = store.file(file_id)
+    def owned(request: Request, found, kind: str, ident: str):
+        """`found` if the caller's tenant owns it; else a 404 (whether or not it exists)."""
         tenant = _tenant(request)
-        if f is None or (tenant is not None and f.tenant != tenant):
-            raise APIError(404, f"no file {file_id}", param="file_id", code="file_not_found")
-        return f
+        if found is None or (tenant is not None and found.tenant != tenant):
+            raise APIError(404, f"no {kind} {ident}", param=f"{kind}_id",
+                           code=f"{kind}_not_found")
+        return found
+
+    def own_file(request: Request, file_id: str) -> FileObject:
+        return owned(request, store.file(file_id), "file", file_id)
 
     def own_batch(request: Request, batch_id: str) -> BatchObject:
-        b = store.batch(batch_id)
-        tenant = _tenant(request)
-        if b is None or (tenant is not None and b.tenant != tenant):
-            raise APIError(404, f"no batch {batch_id}", param="batch_id", code="batch_not_found")
-        return b
+        return owned(request, store.batch(batch_id), "batch", batch_id)
 
     # ---- files ---------------------------------------------------------------------------------
     async def upload(request: Request) -> Response:
