@@ -225,6 +225,21 @@ def test_llmcell_batch_run_and_the_python_api_give_results_in_input_order(cell, 
     assert [r["custom_id"] for r in results] == ["request-1", "request-2", "request-3"]
     assert all(r["response"]["body"]["choices"][0]["message"]["content"] for r in results)
 
+    # Parquet in (a column per body field), Parquet out
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pylist(bodies), table)
+    done = subprocess.run([sys.executable, "-m", "llmcell.cli", "batch", "--gateway",
+                           cell.gateway.url, "run", str(table), "--model", "smollm2", "-o",
+                           str(tmp_path / "out.parquet"), "--poll", "0.3"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [r["custom_id"] for r in rows] == ["request-1", "request-2", "request-3"]
+    assert all(r["status_code"] == 200 and r["text"] and r["total_tokens"] for r in rows)
+
     api = BatchClient(cell.gateway.url, cell.keys["team-a"])
     got = list(api.run(({"prompt": f"{n} plus {n} is", "max_tokens": 2} for n in range(5)),
                        endpoint="/v1/completions", model="smollm2", poll=0.3))
