@@ -99,7 +99,8 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
             return Response(status_code=CLIENT_CLOSED)
         forward = dict(body, model=model, priority=admitted.priority)  # the band, not the body's
         forward.pop(CONTINUATION, None)  # between the cell's members only
-        movable = req.stream and req.sampling.n == 1 and (chat or len(req.prompts) == 1)
+        movable = req.stream and req.sampling.n == 1 and (chat or (len(req.prompts) == 1
+                                                                   and not req.echo))
         if movable:
             forward["return_token_ids"] = True
         if req.stream and admitted.counts_tokens and not req.include_usage:

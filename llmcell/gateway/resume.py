@@ -118,7 +118,7 @@ class Resumable:
     async def _move(self):
         """The stream of another replica continuing the answer, or None."""
         self.resumes += 1
-        body = dict(self.body, **{CONTINUATION: {"token_ids": self.token_ids,
+        body = dict(self.body, **{CONTINUATION: {"token_ids": list(self.token_ids),
                                                  "emitted_chars": self.chars}})
         try:
             result = await self.forwarder.send(self.model, self.path, body, True, self.key,
