@@ -37,7 +37,8 @@ def admin_proxy_routes(admin: httpx.AsyncClient, max_file_bytes: int) -> list[Ro
             yield chunk
 
     async def proxy(request: Request) -> Response:
-        headers = {k: v for k, v in request.headers.items() if k in PASSED}
+        headers = {k: v for k, v in request.headers.items()
+                   if k in PASSED and v.isascii() and v.isprintable()}
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > most:
             raise too_large  # before reading any of it
@@ -53,6 +54,11 @@ def admin_proxy_routes(admin: httpx.AsyncClient, max_file_bytes: int) -> list[Ro
             raise APIError(503, f"the cell's admin, which keeps files and batches, is not "
                                 f"reachable ({type(e).__name__}); retry shortly",
                            headers={"Retry-After": "2"}) from None
+        kind = answer.headers.get("content-type", "")
+        if answer.status_code >= 400 and not kind.startswith("application/json"):
+            text = (await answer.aread()).decode("utf-8", "replace")[:300]
+            await answer.aclose()
+            raise APIError(answer.status_code, f"the admin refused the request: {text}")
         kept = {k: v for k, v in answer.headers.items()
                 if k in ("content-type", "retry-after")}
         return StreamingResponse(answer.aiter_bytes(), answer.status_code, headers=kept,

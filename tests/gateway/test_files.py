@@ -108,3 +108,21 @@ def test_a_file_over_the_line_limit_is_refused_naming_it(tmp_path):
     assert a.files.list().data == []
     assert list((tmp_path / "files").iterdir()) == []  # no blob left behind
     g.close()
+
+
+def test_an_admin_answer_that_is_not_json_reaches_the_client_in_openai_shape():
+    import httpx
+    from starlette.testclient import TestClient
+
+    from llmcell.config.gateway import GatewayConfig
+    from llmcell.gateway.app import create_gateway_app
+
+    def admin(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text="Invalid HTTP request received.",
+                              headers={"content-type": "text/plain"})
+
+    app = create_gateway_app(GatewayConfig(admin="http://admin"), httpx.MockTransport(admin),
+                             httpx.MockTransport(admin))
+    r = TestClient(app).get("/v1/batches")
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].endswith("Invalid HTTP request received.")
