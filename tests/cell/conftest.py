@@ -80,21 +80,21 @@ class Cell:
     def start_admin(self, port: int | None = None) -> Proc:
         self.admin = Proc("admin", "--state", str(self.tmp_path / "admin.sqlite3"),
                           "--heartbeat-interval", HEARTBEAT, "--kv-reserve", "256MiB",
-                          port=port, env=self.env).wait()
-        self.procs.append(self.admin)
-        return self.admin
+                          port=port, env=self.env)
+        self.procs.append(self.admin)  # stopped at the end even if it never got ready
+        return self.admin.wait()
 
     def start_server(self, name: str, memory: str = "3GiB", port: int | None = None) -> Proc:
         p = Proc("server", "--admin", self.admin.url, "--server-id", name, "--memory", memory,
                  "--threads", "1", "--kv-cache-memory", "256MiB", "--max-model-len", "2048",
-                 port=port, env=self.env).wait()
+                 port=port, env=self.env)
         self.procs.append(p)
-        return p
+        return p.wait()
 
     def start_gateway(self) -> Proc:
-        self.gateway = Proc("gateway", "--admin", self.admin.url, env=self.env).wait()
+        self.gateway = Proc("gateway", "--admin", self.admin.url, env=self.env)
         self.procs.append(self.gateway)
-        return self.gateway
+        return self.gateway.wait()
 
     def sax(self, method: str, path: str, json=None, v1: bool = False) -> httpx.Response:
         headers = {"X-Sax-Compat": "v1"} if v1 else {}

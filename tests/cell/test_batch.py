@@ -34,23 +34,27 @@ def cell(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("batch")
     c = Cell(tmp, TOKEN)
     gateway_port = free_port()
-    c.admin = Proc("admin", "--state", str(tmp / "admin.sqlite3"), "--heartbeat-interval",
-                   HEARTBEAT, "--kv-reserve", "256MiB", "--max-file-bytes", "1MiB",
-                   "--batch-concurrency", "8",
-                   "--batch-gateway", f"http://127.0.0.1:{gateway_port}",
-                   env=dict(c.env, LLMCELL_ADMIN_KEY=ADMIN_KEY)).wait()
-    c.procs.append(c.admin)
-    c.api_key = ADMIN_KEY
-    c.servers = [c.start_server(f"server-{i}", memory="1536MiB") for i in range(2)]
-    c.gateway = Proc("gateway", "--admin", c.admin.url, "--max-file-bytes", "1MiB",
-                     port=gateway_port, env=c.env).wait()
-    c.procs.append(c.gateway)
-    c.publish(2)
-    c.wait_active(2)
-    c.keys = {t: make_key(c, t) for t in ("team-a", "team-b")}
-    time.sleep(1.0)  # the gateway follows the key table
-    yield c
-    c.stop()
+    try:  # whatever started is stopped, a setup that failed midway too
+        c.admin = Proc("admin", "--state", str(tmp / "admin.sqlite3"), "--heartbeat-interval",
+                       HEARTBEAT, "--kv-reserve", "256MiB", "--max-file-bytes", "1MiB",
+                       "--batch-concurrency", "8",
+                       "--batch-gateway", f"http://127.0.0.1:{gateway_port}",
+                       env=dict(c.env, LLMCELL_ADMIN_KEY=ADMIN_KEY))
+        c.procs.append(c.admin)
+        c.admin.wait()
+        c.api_key = ADMIN_KEY
+        c.servers = [c.start_server(f"server-{i}", memory="1536MiB") for i in range(2)]
+        c.gateway = Proc("gateway", "--admin", c.admin.url, "--max-file-bytes", "1MiB",
+                         port=gateway_port, env=c.env)
+        c.procs.append(c.gateway)
+        c.gateway.wait()
+        c.publish(2)
+        c.wait_active(2)
+        c.keys = {t: make_key(c, t) for t in ("team-a", "team-b")}
+        time.sleep(1.0)  # the gateway follows the key table
+        yield c
+    finally:
+        c.stop()
 
 
 def make_key(cell: Cell, tenant: str) -> str:

@@ -28,25 +28,30 @@ WINDOW = 6.0
 def cell(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quotas")
     c = Cell(tmp, TOKEN)
-    c.admin = Proc("admin", "--state", str(tmp / "admin.sqlite3"), "--heartbeat-interval",
-                   HEARTBEAT, "--kv-reserve", "256MiB", "--quota-window", str(WINDOW),
-                   env=dict(c.env, LLMCELL_ADMIN_KEY=ADMIN_KEY)).wait()
-    c.procs.append(c.admin)
-    c.api_key = ADMIN_KEY
-    c.start_server("server-0")
-    c.gateways = [Proc("gateway", "--admin", c.admin.url, "--lease-interval", "0.2",
-                       env=c.env).wait() for _ in range(2)]
-    c.procs += c.gateways
-    c.gateway = c.gateways[0]
-    c.publish(1)
-    c.wait_active(1)
-    for g in c.gateways[1:]:
-        deadline = time.monotonic() + 30
-        while not httpx.get(g.url + "/health").json()["models"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    yield c
-    c.stop()
+    try:  # whatever started is stopped, a setup that failed midway too
+        c.admin = Proc("admin", "--state", str(tmp / "admin.sqlite3"), "--heartbeat-interval",
+                       HEARTBEAT, "--kv-reserve", "256MiB", "--quota-window", str(WINDOW),
+                       env=dict(c.env, LLMCELL_ADMIN_KEY=ADMIN_KEY))
+        c.procs.append(c.admin)
+        c.admin.wait()
+        c.api_key = ADMIN_KEY
+        c.start_server("server-0")
+        c.gateways = [Proc("gateway", "--admin", c.admin.url, "--lease-interval", "0.2",
+                           env=c.env) for _ in range(2)]
+        c.procs += c.gateways
+        for g in c.gateways:
+            g.wait()
+        c.gateway = c.gateways[0]
+        c.publish(1)
+        c.wait_active(1)
+        for g in c.gateways[1:]:
+            deadline = time.monotonic() + 30
+            while not httpx.get(g.url + "/health").json()["models"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        yield c
+    finally:
+        c.stop()
 
 
 def make_key(cell: Cell, **limits) -> str:
