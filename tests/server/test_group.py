@@ -30,14 +30,20 @@ def start(rank: int, size: int, group_port: int, http_port: int, log) -> subproc
         stdout=log, stderr=subprocess.STDOUT)
 
 
-@pytest.fixture()
-def group(tmp_path):
+def group_ports(n: int) -> list[int]:
+    """A group port, then n - 1 more: distinct, and clear of the group port's neighbour (its
+    store listens there)."""
     ports: list[int] = []
-    while len(ports) < 3:  # distinct, and clear of the group port's neighbour (its store)
+    while len(ports) < n:
         port = free_port()
         if port not in ports and (not ports or port != ports[0] + 1):
             ports.append(port)
-    group_port, http_port, worker_port = ports
+    return ports
+
+
+@pytest.fixture()
+def group(tmp_path):
+    group_port, http_port, worker_port = group_ports(3)
     log = open(tmp_path / "group.log", "w")
     worker = start(1, 2, group_port, worker_port, log)
     leader = start(0, 2, group_port, http_port, log)
@@ -116,13 +122,15 @@ def test_group_config_reads_the_leaderworkerset_environment():
 
 
 def start_group(cell, tmp_path, http_port: int) -> tuple[list[subprocess.Popen], Path]:
-    group_port = free_port()
+    group_port, worker_port = group_ports(2)
+    while http_port in (group_port, group_port + 1, worker_port):
+        group_port, worker_port = group_ports(2)
     log_path = tmp_path / f"group-{group_port}.log"
     log = open(log_path, "w")
     members = [subprocess.Popen(
         [sys.executable, "-m", "llmcell.cli", "server", "--group-size", "2", "--group-rank",
          str(rank), "--group-port", str(group_port), "--port",
-         str(http_port if rank == 0 else free_port()), "--threads", "1",
+         str(http_port if rank == 0 else worker_port), "--threads", "1",
          "--kv-cache-memory", "128MiB", "--admin", cell.admin.url, "--server-id", "group-0",
          "--memory", "3GiB"], stdout=log, stderr=subprocess.STDOUT) for rank in (1, 0)]
     log.close()
