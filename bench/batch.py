@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cell import BenchCell, percentile, port_url, save, stream_once, wait  # noqa: E402
+from bench.cell import (BenchCell, percentile, port_url, save, stream_once,  # noqa: E402
+                        ttft_cdf, wait)
 from llmcell.batch.client import BatchClient  # noqa: E402
 ONLINE = "In one sentence, what is a hash table?"
 
@@ -98,15 +98,8 @@ def plot(figures: dict, out: Path) -> Path:
     a.bar(names, values, color=["#888", "#3a7"])
     a.set_ylabel("completion tokens / s")
     a.set_title(f"throughput: batch = {values[1] / values[0]:.2f}x offline")
-    for name in ("idle", "during batch"):
-        xs = np.sort(np.asarray(figures["ttft"][name]) * 1000)
-        b.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=name)
-    b.set_xscale("log")
-    b.set_xlabel("interactive TTFT (ms, log)")
-    b.set_ylabel("fraction of requests")
-    b.set_title("an online client beside a batch")
-    b.legend()
-    b.grid(True, alpha=0.3)
+    ttft_cdf(b, figures["ttft"], "interactive TTFT (ms, log)", "fraction of requests",
+             "an online client beside a batch")
     return save(fig, out, "batch.png")
 
 

@@ -118,6 +118,19 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
+def ttft_cdf(ax, ttfts: dict[str, list[float]], xlabel: str, ylabel: str, title: str) -> None:
+    """Each condition's TTFTs (seconds) as a CDF in milliseconds, on a log axis."""
+    for name, values in ttfts.items():
+        xs = np.sort(np.asarray(values) * 1000)
+        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+
+
 def save(fig, out: Path, name: str) -> Path:
     path = out / name
     fig.tight_layout()

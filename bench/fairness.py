@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.cell import SAX, BenchCell, percentile, port_url, save, stream_once, wait  # noqa: E402
+from bench.cell import (SAX, BenchCell, percentile, port_url, save, stream_once,  # noqa: E402
+                        ttft_cdf, wait)
 PROMPT_B = "In one sentence, what is a hash table?"
 PROMPT_A = "Write a short story about a lighthouse keeper and the sea."
 
@@ -66,15 +66,9 @@ def plot(runs: dict, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, run in runs.items():
-        xs = np.sort(np.asarray(run["ttft"]) * 1000)
-        ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), where="post", label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("tenant B's time to first token (ms, log)")
-    ax.set_ylabel("fraction of B's requests")
-    ax.set_title("A quiet tenant beside a flooding one")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    ttft_cdf(ax, {name: run["ttft"] for name, run in runs.items()},
+             "tenant B's time to first token (ms, log)", "fraction of B's requests",
+             "A quiet tenant beside a flooding one")
     return save(fig, out, "fairness.png")
 
 
