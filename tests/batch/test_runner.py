@@ -75,6 +75,21 @@ async def run_until(r: BatchRunner, store: BatchStore, done, timeout=30.0) -> No
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def interrupted(r: BatchRunner, store: BatchStore, after: int, act, until: str) -> None:
+    """Run `r` until `after` lines are answered, then `act()`, and on until the batch is
+    `until`."""
+    task = asyncio.create_task(r.run())
+    try:
+        while store.batch("batch_x").completed < after:
+            await asyncio.sleep(0.005)
+        act()
+        while store.batch("batch_x").status != until:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def test_a_batch_resumes_after_each_kill_and_answers_every_line_once(tmp_path):
     store, blobs, _ = setup(tmp_path, 200, extra=["not json"])
     rng = random.Random(3)
@@ -109,18 +124,9 @@ def test_a_cancelled_batch_writes_what_was_answered(tmp_path):
     store, blobs, b = setup(tmp_path, 100)
     app = stand_in_gateway([], random.Random(1), flaky=0.0)
 
-    async def main():
-        r = runner(store, blobs, app, concurrency=2)
-        task = asyncio.create_task(r.run())
-        while store.batch("batch_x").completed < 10:
-            await asyncio.sleep(0.005)
-        store.move(store.batch("batch_x"), "cancelling")
-        while store.batch("batch_x").status != "cancelled":
-            await asyncio.sleep(0.01)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
+    asyncio.run(interrupted(runner(store, blobs, app, concurrency=2), store, 10,
+                            lambda: store.move(store.batch("batch_x"), "cancelling"),
+                            "cancelled"))
     b = store.batch("batch_x")
     assert 10 <= b.completed < 99 and b.times["cancelled_at"]
     assert len(list(blobs.lines(b.output_file_id))) == b.completed
@@ -131,19 +137,10 @@ def test_a_batch_past_its_window_expires_with_its_answers_kept(tmp_path):
     clock = [time.time()]
     app = stand_in_gateway([], random.Random(1), flaky=0.0)
 
-    async def main():
-        r = runner(store, blobs, app, concurrency=1)
-        r.clock = lambda: clock[0]
-        task = asyncio.create_task(r.run())
-        while store.batch("batch_x").completed < 3:
-            await asyncio.sleep(0.005)
-        clock[0] += 86400
-        while store.batch("batch_x").status != "expired":
-            await asyncio.sleep(0.01)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(main())
+    r = runner(store, blobs, app, concurrency=1)
+    r.clock = lambda: clock[0]
+    asyncio.run(interrupted(r, store, 3, lambda: clock.__setitem__(0, clock[0] + 86400),
+                            "expired"))
     b = store.batch("batch_x")
     assert b.status == "expired" and 3 <= b.completed < 20 and b.output_file_id
 
