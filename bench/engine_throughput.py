@@ -34,7 +34,7 @@ from bench import workloads as wl  # noqa: E402
 from bench.peers import hf_runner, llama_cpp  # noqa: E402
 from llmcell.engine import LLM, SamplingParams  # noqa: E402
 from llmcell.engine.loader import load_checkpoint  # noqa: E402
-from llmcell.engine.loader.chat_template import render_chat  # noqa: E402
+from llmcell.tokenizer.chat_template import render_chat  # noqa: E402
 from llmcell.engine.loader.export import export_hf_dir  # noqa: E402
 
 VLLM_PYTHON = ROOT / ".venv-peers" / "bin" / "python"

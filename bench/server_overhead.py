@@ -60,7 +60,7 @@ from bench.overhead_figures import Sample, burst_pace, missed_step, pct, plot  #
 from llmcell.bench.wire import SSEConnection  # noqa: E402
 from llmcell.config import EngineConfig  # noqa: E402
 from llmcell.engine import SamplingParams  # noqa: E402
-from llmcell.engine.loader.chat_template import render_chat  # noqa: E402
+from llmcell.tokenizer.chat_template import render_chat  # noqa: E402
 from llmcell.engine.process import ProcessEngine  # noqa: E402
 from llmcell.server.main import event_loop_factory  # noqa: E402
 from tests.server.conftest import MODEL, ServerProcess  # noqa: E402

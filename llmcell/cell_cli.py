@@ -12,6 +12,7 @@ import httpx
 
 from llmcell.config.security import ENV as CELL_TOKEN_ENV
 from llmcell import encryption
+from llmcell.config.gateway import POLICIES as ROUTING_POLICIES
 from llmcell.config.security import CellSecurity
 from llmcell.protocol.auth import KEY, new_key
 
@@ -166,8 +167,7 @@ def add_cell_parsers(sub) -> None:
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     g.add_argument("--port", type=int, default=8888, help="port (default: %(default)s)")
     g.add_argument("--policy", default="least_load",
-                   choices=["round_robin", "least_load", "prefix_affinity"],
-                   help="routing policy (default: %(default)s)")
+                   choices=ROUTING_POLICIES, help="routing policy (default: %(default)s)")
     g.add_argument("--sax-compat", default="v2", choices=["v1", "v2"],
                    help="Saxml REST dialect without an X-Sax-Compat header (default: v2)")
     g.add_argument("--retries", type=int, default=2,
@@ -210,7 +210,7 @@ def add_cell_parsers(sub) -> None:
     u.add_argument("--admin-port", type=int, default=10000, help="admin port (default: 10000)")
     u.add_argument("--state", default=None, help="admin SQLite state file")
     u.add_argument("--policy", default="least_load",
-                   choices=["round_robin", "least_load", "prefix_affinity"])
+                   choices=ROUTING_POLICIES)
     u.add_argument("--threads", type=int, default=0,
                    help="CPU threads split across the servers; 0 = the CPUs this process may use")
     u.add_argument("--drain-timeout", type=float, default=5.0,

@@ -108,7 +108,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.raw:
         ids = core.tokenizer.encode(args.prompt)
     else:
-        from llmcell.engine.loader.chat_template import render_chat
+        from llmcell.tokenizer.chat_template import render_chat
 
         text = render_chat(core.tokenizer.chat_template, [{"role": "user", "content": args.prompt}],
                            True, core.tokenizer.bos_token, core.tokenizer.eos_token)
@@ -122,7 +122,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from llmcell.engine.core import EngineCore
-    from llmcell.engine.loader.chat_template import render_chat
+    from llmcell.tokenizer.chat_template import render_chat
 
     core = EngineCore(engine_config(args))
     params = sampling_params(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llmcell.engine.loader import load_checkpoint
-from llmcell.engine.loader.chat_template import render_chat
+from llmcell.tokenizer.chat_template import render_chat
 
 PROMPTS = [
     "What is the capital of France?",

@@ -17,7 +17,7 @@ from typing import Callable
 
 import httpx
 
-from llmcell.bench.datasets import BenchRequest
+from llmcell.bench.datasets import BenchRequest, Conversation
 
 
 @dataclass
@@ -30,6 +30,8 @@ class RequestResult:
     output_tokens: int = 0
     error: str | None = None
     prefix_id: int | None = None
+    text: str = ""
+    """The answer's content (a conversation's next turn carries it)."""
 
     @property
     def ok(self) -> bool:
@@ -69,7 +71,10 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, req: BenchReques
                     result.error = f"stream error: {chunk['error'].get('message')}"
                     break
                 now = time.monotonic() - t0
-                if any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+                content = "".join((c.get("delta") or {}).get("content") or ""
+                                  for c in chunk.get("choices", []))
+                if content:
+                    result.text += content
                     if result.ttft is None:
                         result.ttft = now - result.start
                     result.chunk_times.append(now)
@@ -85,14 +90,18 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, req: BenchReques
     return result
 
 
+def _chat_endpoint(url: str) -> str:
+    base = url.rstrip("/")
+    return base + ("" if base.endswith("/v1") else "/v1") + "/chat/completions"
+
+
 async def run_load(url: str, model: str, requests: list[BenchRequest], concurrency: int | None,
                    rate: float | None, seed: int = 0, api_key: str | None = None,
                    timeout: float = 600.0,
                    on_done: Callable[[RequestResult], None] = lambda r: None
                    ) -> tuple[list[RequestResult], float]:
     """All results (in send order) and the run's duration in seconds."""
-    endpoint = url.rstrip("/") + ("" if url.rstrip("/").endswith("/v1") else "/v1")
-    endpoint += "/chat/completions"
+    endpoint = _chat_endpoint(url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=max(concurrency or 0, 256))
     t0 = time.monotonic()
@@ -119,3 +128,33 @@ async def run_load(url: str, model: str, requests: list[BenchRequest], concurren
                 await asyncio.sleep(rng.expovariate(rate))
             results = await asyncio.gather(*tasks)
     return list(results), time.monotonic() - t0
+
+
+async def run_conversations(url: str, model: str, conversations: list[Conversation],
+                            concurrency: int, timeout: float = 600.0,
+                            on_done: Callable[[RequestResult], None] = lambda r: None
+                            ) -> tuple[list[RequestResult], float]:
+    """Up to `concurrency` conversations at once, each one's turns in order, every turn carrying
+    the system prompt, the questions and the answers so far; a failed turn ends its
+    conversation. Every turn's result (`prefix_id`: the tenant), and the run's duration."""
+    endpoint = _chat_endpoint(url)
+    gate = asyncio.Semaphore(concurrency)
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=10.0),
+                                 limits=httpx.Limits(max_connections=concurrency + 8)) as client:
+        async def talk(conv: Conversation) -> list[RequestResult]:
+            messages, results = [{"role": "system", "content": conv.system}], []
+            async with gate:
+                for question in conv.questions:
+                    messages.append({"role": "user", "content": question})
+                    r = await _one(client, endpoint, model, BenchRequest(
+                        list(messages), conv.max_tokens, prefix_id=conv.tenant), t0, {})
+                    on_done(r)
+                    results.append(r)
+                    if not r.ok:
+                        break
+                    messages.append({"role": "assistant", "content": r.text})
+            return results
+
+        done = await asyncio.gather(*(talk(c) for c in conversations))
+    return [r for turns in done for r in turns], time.monotonic() - t0

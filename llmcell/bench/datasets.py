@@ -4,6 +4,9 @@
   output lengths likewise;
 - shared-prefix: N long system prompts (~`prefix_tokens` each) shared by many users, each with a
   short question of their own: what prefix caching and prefix-aware routing are for;
+- multi-turn: tenants, each with a system prompt of its own (optionally after a preamble every
+  tenant shares, as a platform's common instructions), and conversations of several turns, each
+  turn carrying the answers so far (bench/routing.py: what KV-aware routing is for);
 - a JSONL file: one request per line, {"prompt": str} or {"messages": [...]}, optional
   "max_tokens".
 Everything is seeded, so two runs send the same requests.
@@ -57,6 +60,34 @@ def shared_prefix(n: int, prefixes: int, prefix_tokens: int, output_tokens: int,
         out.append(BenchRequest([{"role": "system", "content": systems[i]},
                                  {"role": "user", "content": question}],
                                 _length(rng, output_tokens), prefix_id=i))
+    return out
+
+
+@dataclass(frozen=True)
+class Conversation:
+    tenant: int
+    system: str
+    questions: list[str]
+    """One user message per turn, asked in order."""
+    max_tokens: int
+
+
+def multi_turn(tenants: int, conversations: int, turns: int, system_tokens: int,
+               shared_tokens: int, output_tokens: int, seed: int) -> list[Conversation]:
+    """`conversations` per tenant, shuffled; each tenant's system prompt is ~`system_tokens`
+    words, of which the first ~`shared_tokens` are the same for every tenant."""
+    if not 0 <= shared_tokens <= system_tokens:
+        raise ValueError(f"shared_tokens={shared_tokens} must be in [0, {system_tokens}]")
+    rng = random.Random(seed)
+    preamble = ("Rules every assistant on this platform follows: " + _text(rng, shared_tokens)
+                + " ") if shared_tokens else ""
+    systems = [preamble + f"You are the assistant of tenant {t}. Tenant notes: "
+               + _text(rng, system_tokens - shared_tokens) for t in range(tenants)]
+    out = [Conversation(t, systems[t], [f"Turn {k + 1}: in one sentence, what is a "
+                                        f"{rng.choice(WORDS)} to {rng.choice(WORDS)}?"
+                                        for k in range(turns)], output_tokens)
+           for t in range(tenants) for _ in range(conversations)]
+    rng.shuffle(out)
     return out
 
 

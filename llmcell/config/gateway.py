@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from llmcell.config.security import CellSecurity
 
-POLICIES = ("round_robin", "least_load", "prefix_affinity")
+POLICIES = ("round_robin", "least_load", "prefix_affinity", "kv_affinity")
 QUEUEING = ("fair", "off")
 DIALECTS = ("v1", "v2")
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, AsyncIterator
 from llmcell.config.engine import EngineConfig
 from llmcell.engine import loop as engine_loop
 from llmcell.engine.holds import HandOff
+from llmcell.engine.kv_cache.event_log import KVEventLog
 from llmcell.engine.messages import (AddRequest, Dead, Outputs, Stop, ToClient, ToCore)
 from llmcell.engine.outputs import RequestOutput, Resume
 from llmcell.protocol.sampling import SamplingParams, check_request
@@ -105,8 +106,11 @@ class EngineClient:
     `_from_core`: `AsyncEngine` to a thread of this process, `ProcessEngine` (engine/process.py)
     to a process of its own."""
 
-    def __init__(self, tokenizer, max_model_len: int, vocab_size: int, stats: EngineStats) -> None:
+    def __init__(self, tokenizer, max_model_len: int, vocab_size: int, stats: EngineStats,
+                 block_size: int = 0) -> None:
         self.tokenizer = tokenizer
+        self.kv_events = KVEventLog(block_size)
+        """The engine's prefix-cache keys, as gateways follow them (KV-aware routing)."""
         self.max_model_len = max_model_len
         self.vocab_size = vocab_size
         self._streams: dict[str, RequestStream] = {}
@@ -164,6 +168,7 @@ class EngineClient:
     def _from_core(self, message: ToClient) -> None:
         if isinstance(message, Outputs):
             self._stats = message.stats
+            self.kv_events.apply(message.kv_events)
             items = []
             with self._lock:
                 for out in delivery_order(message.outputs):
@@ -226,7 +231,7 @@ class AsyncEngine(EngineClient):
 
     def __init__(self, core: EngineCore) -> None:
         super().__init__(core.tokenizer, core.max_model_len, core.model_config.vocab_size,
-                         core.stats())
+                         core.stats(), core.block_manager.block_size)
         self.core = core
         self.hand_off.limit = core.config.step_hold_ms / 1e3
         self._channel = _ThreadChannel(self)

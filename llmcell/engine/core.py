@@ -23,7 +23,7 @@ from llmcell.engine.device import resolve_dtype
 from llmcell.engine.kv_cache import BlockManager
 from llmcell.encryption import read_key
 from llmcell.engine.loader import load_checkpoint
-from llmcell.engine.loader.tokenizer import Tokenizer
+from llmcell.tokenizer.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
 from llmcell.engine.models import numerics
 from llmcell.engine.models.attention import PagedKVCache

@@ -9,7 +9,7 @@ a stop string (or part of one) that the final text excludes.
 
 from __future__ import annotations
 
-from llmcell.engine.loader.tokenizer import Tokenizer
+from llmcell.tokenizer.tokenizer import Tokenizer
 
 
 class IncrementalDetokenizer:

@@ -8,7 +8,7 @@ from typing import Sequence as Seq
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.core import EngineCore
 from llmcell.engine.parallel.tensor import TensorParallel
-from llmcell.engine.loader.chat_template import render_chat
+from llmcell.tokenizer.chat_template import render_chat
 from llmcell.engine.loader.weights import Checkpoint
 from llmcell.engine.outputs import RequestOutput
 from llmcell.protocol.sampling import SamplingParams

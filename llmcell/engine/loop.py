@@ -52,6 +52,7 @@ def apply(core, commands: Commands, errors: list[RequestError]) -> list[RequestO
 def run(core, channel: Channel) -> None:
     """Serve `core` over `channel` until a `Stop` comes, the client goes away, or the core fails."""
     held: list[ToCore] = []  # commands that came during a refill hold
+    core.block_manager.record_events()
     while True:
         messages = channel.receive(0.0 if core.has_work() or held else IDLE_WAIT)
         if messages is None:
@@ -76,7 +77,8 @@ def run(core, channel: Channel) -> None:
             channel.send(Dead(f"engine step failed: {e!r}"))
             return
         if outputs or messages:
-            channel.send(Outputs(outputs, core.stats(), tuple(errors)))
+            channel.send(Outputs(outputs, core.stats(), tuple(errors),
+                                 core.block_manager.drain_events()))
         hold = refill_hold(finished, took, core.stats(), core.config.step_hold_ms / 1e3) \
             if core.has_work() else 0.0
         until = time.monotonic() + hold

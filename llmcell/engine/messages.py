@@ -6,7 +6,8 @@ carries them over the process pipe.
                      Stop
     core -> client   Ready | Failed   once, after loading (from a process)
                      Outputs          after each step or command batch: outputs, the engine's
-                                      stats, and the adds the core refused
+                                      stats, the adds the core refused, and the prefix-cache
+                                      keys stored and evicted since the last one
                      Dead             a step raised; the core has stopped
 
 The engine loop (engine/loop.py) reads `Commands` and `Stop` and writes `Outputs` and `Dead`
@@ -28,7 +29,7 @@ from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.stats import EngineStats
 
 if TYPE_CHECKING:
-    from llmcell.engine.loader.tokenizer import Tokenizer
+    from llmcell.tokenizer.tokenizer import Tokenizer
 
 
 # ---- client -> core ---------------------------------------------------------------------------
@@ -113,6 +114,8 @@ class Outputs:
     outputs: list[RequestOutput]
     stats: EngineStats
     errors: tuple[RequestError, ...] = ()
+    kv_events: list[tuple[bool, int]] | None = None
+    """(stored?, key) changes of the prefix cache, oldest first (engine/kv_cache/event_log.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,6 +169,7 @@ class ProcessEngine(EngineClient):
         engine.tokenizer, engine.max_model_len = info.tokenizer, info.max_model_len
         engine.vocab_size, engine._stats = info.vocab_size, info.stats
         engine.load_seconds = info.load_seconds
+        engine.kv_events.block_size = config.block_size
         engine.hand_off.limit = config.step_hold_ms / 1e3
         return engine
 

@@ -21,6 +21,7 @@ from llmcell.config.gateway import GatewayConfig
 from llmcell.gateway.admin_proxy import admin_proxy_routes
 from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
+from llmcell.gateway.kv_follow import KVFollower
 from llmcell.gateway.openai_routes import openai_routes
 from llmcell.gateway.response_cache import ResponseCache
 from llmcell.gateway.saxml_routes import saxml_routes
@@ -51,6 +52,10 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
                           config.retries, metrics.routed)
     admission = Admission(config, view, admin, metrics)
+    kv = KVFollower(view, replicas, lambda model, outcome: metrics.kv_routing.labels(
+        model, outcome).inc()) if config.policy == "kv_affinity" else None
+    if kv is not None:
+        metrics.registry.register(kv)
     cache = ResponseCache(config.cache_bytes, config.cache_ttl)
     metrics.cache_bytes.set_function(lambda: cache.bytes)
     sax, on_sax_error = saxml_routes(admin, view, forwarder, admission, config.sax_compat,
@@ -72,11 +77,15 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
     async def lifespan(app):
         followers = [asyncio.create_task(view.follow()),
                      asyncio.create_task(admission.follow())]
+        if kv is not None:
+            followers.append(asyncio.create_task(kv.follow(config.view_interval)))
         try:
             yield
         finally:
             for task in followers:
                 task.cancel()
+            if kv is not None:
+                await kv.aclose()
             await replicas.aclose()
             await admin.aclose()
 
@@ -99,7 +108,8 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                                config.prefix_chars, config.default_reserve_tokens,
                                config.retries, cache,
                                lambda model: metrics.resumed.labels(model).inc(),
-                               lambda model, outcome: metrics.cache.labels(model, outcome).inc()),
+                               lambda model, outcome: metrics.cache.labels(model, outcome).inc(),
+                               kv),
                 *admin_proxy_routes(admin, config.max_file_bytes)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,
@@ -107,4 +117,5 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
         middleware=middleware)
     app.state.view = view
     app.state.admission = admission
+    app.state.kv = kv
     return app

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Mapping
 
 import httpx
 
@@ -66,11 +66,12 @@ class Forwarder:
         task.add_done_callback(self._reports.discard)
 
     async def send(self, model: str, path: str, body: dict, stream: bool,
-                   prefix_key: int | None = None, exclude: frozenset[str] = frozenset()
-                   ) -> Forwarded:
-        """`exclude`: replicas not to try (one that just failed this request mid-stream)."""
+                   prefix_key: int | None = None, exclude: frozenset[str] = frozenset(),
+                   cached: Mapping[str, int] | None = None) -> Forwarded:
+        """`exclude`: replicas not to try (one that just failed this request mid-stream);
+        `cached`: how much of the prompt each replica caches (kv_affinity)."""
         self.seq += 1
-        route = RouteRequest(self.seq, prefix_key)
+        route = RouteRequest(self.seq, prefix_key, cached)
         tried: set[str] = set()
         last = "no replica answered"
         for attempt in range(1, self.retries + 2):

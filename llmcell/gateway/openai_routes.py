@@ -18,39 +18,26 @@ from starlette.routing import Route
 
 from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
+from llmcell.gateway.kv_follow import KVFollower
+from llmcell.gateway.route_inputs import route_inputs
 from llmcell.gateway.usage import UsageTap, reservation, tokens_of
 from llmcell.gateway.view import CellView
 from llmcell.gateway.response_cache import Cached, ResponseCache, cacheable, directives
 from llmcell.gateway.resume import Resumable
 from llmcell.protocol.openai import CONTINUATION, model_card, parse_chat, parse_completion
-from llmcell.router.policies import hash64
 from llmcell.edge.auth import check_model, principal_of
 from llmcell.edge.disconnect import CLIENT_CLOSED, ClientDisconnected, unless_disconnected
 from llmcell.edge.errors import read_openai_json
 from llmcell.edge.sse import EventStreamResponse
 
 
-def prefix_text(body: dict, chat: bool) -> str:
-    """The prompt's leading text as the model sees it: for chat, every message in order with its
-    role (what any chat template renders first); for completions, the prompt itself."""
-    if chat:
-        parts = []
-        for m in body.get("messages", []):
-            content = m.get("content")
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-            parts.append(f"<|{m.get('role')}|>{content}\n")
-        return "".join(parts)
-    prompt = body.get("prompt")
-    return prompt if isinstance(prompt, str) else str(prompt)
-
-
 def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, max_body: int,
                   prefix_chars: int, default_reserve: int, retries: int,
                   cache: ResponseCache, on_resumed=lambda model: None,
-                  on_cache=lambda model, outcome: None) -> list[Route]:
+                  on_cache=lambda model, outcome: None,
+                  kv: KVFollower | None = None) -> list[Route]:
     """`on_resumed(model)`: a stream went on on another replica; `on_cache(model, "hit" or
-    "miss")`: a cacheable request (metrics)."""
+    "miss")`: a cacheable request (metrics); `kv`: what the replicas cache (kv_affinity)."""
     created = int(time.time())  # the cards' `created`: when this gateway started serving
 
     def cache_key(request: Request, model: str, body: dict) -> tuple[str | None, bool]:
@@ -85,7 +72,6 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         model = view.resolve(req.model)
         check_model(request, model)
         request.state.model = model  # the metrics label: only published names get here
-        key = hash64(prefix_text(body, chat)[:prefix_chars])
         path = "/v1/chat/completions" if chat else "/v1/completions"
         tokens = reservation(body, chat, req.sampling.max_tokens, req.sampling.n,
                              default_reserve)
@@ -106,9 +92,10 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         if req.stream and admitted.counts_tokens and not req.include_usage:
             forward["stream_options"] = {**(body.get("stream_options") or {}),
                                          "include_usage": True}
+        key, cached = route_inputs(body, req, chat, model, prefix_chars, kv)
         try:
             result = await unless_disconnected(request, forwarder.send(
-                model, path, forward, req.stream, key))
+                model, path, forward, req.stream, key, cached=cached))
         except ClientDisconnected:  # the replica's request was closed with it: it aborts
             admitted.release(None)
             return Response(status_code=CLIENT_CLOSED)

@@ -37,6 +37,11 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
       ("sum by (model_name) (llmcell:num_requests_waiting)", "waiting {{model_name}}")]),
     ("KV-cache usage", "percentunit",
      [("max by (model_name, server) (llmcell:kv_cache_usage_perc)", "{{server}} {{model_name}}")]),
+    ("Prefix-cache hits and KV-aware routing", "percentunit",
+     [("sum(rate(llmcell:prefix_cache_hits_total[5m]))"
+       " / sum(rate(llmcell:prefix_cache_queries_total[5m]))", "prefix-cache hit rate"),
+      ("sum by (outcome) (rate(llmcell:gateway_kv_routing_total[5m]))"
+       " / scalar(sum(rate(llmcell:gateway_kv_routing_total[5m])))", "kv_affinity {{outcome}}")]),
     ("Replicas per model", "short",
      [("max by (model) (llmcell:model_active_replicas)", "active {{model}}"),
       ("max by (model) (llmcell:model_max_replicas)", "wanted {{model}}")]),

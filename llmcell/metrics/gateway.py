@@ -63,6 +63,10 @@ class GatewayMetrics:
         self.decisions = Counter("llmcell:gateway_routing_decisions",
                                  "Replica choices by policy and replica.", ["policy", "replica"],
                                  registry=r)
+        self.kv_routing = Counter("llmcell:gateway_kv_routing", "kv_affinity lookups by "
+                                  "outcome: cached (a replica holds part of the prompt), uncached "
+                                  "(none does), unknown (no index or tokenizer: routed by prefix "
+                                  "hash).", ["model", "outcome"], registry=r)
         self.streams = Gauge("llmcell:gateway_active_streams", "Streaming answers in flight.",
                              registry=r)
         self.queue_depth = Gauge("llmcell:gateway_queue_depth", "Requests waiting at this "

@@ -8,6 +8,12 @@
   key to the first replica whose load is under ceil(c * (total + 1) / n). Requests that share a
   prompt prefix land on the replica that already caches it, gateways agree without sharing state,
   and adding a replica moves only ~1/N of the keys.
+- `kv_affinity`: the replica whose prefix cache holds the longest run of the prompt's leading
+  tokens (`RouteRequest.cached`, from the KV events the servers publish), among those under the
+  same bounded-load cap; ties go to the least loaded. When no replica holds any of it, or the
+  gateway does not know (no index, a stale one, a model whose tokenizer it lacks), it routes as
+  `prefix_affinity` does, so a conversation's first turn lands where its prefix hash points and
+  gateways still agree.
 """
 
 from __future__ import annotations
@@ -67,10 +73,24 @@ def prefix_affinity(replicas: Sequence[Replica], request: RouteRequest,
     return least_load(replicas, request)  # unreachable: some replica is always under the cap
 
 
+def kv_affinity(replicas: Sequence[Replica], request: RouteRequest,
+                bound: float = 1.25) -> Replica:
+    if not request.cached:
+        return prefix_affinity(replicas, request, bound)
+    total = sum(r.outstanding for r in replicas)
+    cap = math.ceil(bound * (total + 1) / len(replicas))
+    under = [r for r in replicas if r.outstanding < cap]
+    best = max(request.cached.get(r.server_id, 0) for r in under)
+    if best == 0:
+        return prefix_affinity(replicas, request, bound)
+    return least_load([r for r in under if request.cached.get(r.server_id, 0) == best], request)
+
+
 POLICIES: dict[str, Callable[[float], Policy]] = {
     "round_robin": lambda bound: round_robin,
     "least_load": lambda bound: least_load,
     "prefix_affinity": lambda bound: partial(prefix_affinity, bound=bound),
+    "kv_affinity": lambda bound: partial(kv_affinity, bound=bound),
 }
 
 

@@ -24,6 +24,7 @@ from llmcell.edge.metrics import metrics_response
 from llmcell.server.host import ModelHost
 from llmcell.server.metrics import ServerMetrics
 from llmcell.server.openai_routes import openai_routes
+from llmcell.server.prefix_routes import prefix_routes
 from llmcell.protocol.errors import APIError
 from llmcell.server.state import ServerState
 
@@ -82,6 +83,7 @@ def create_app(config: ServerConfig, host: ModelHost, metrics: ServerMetrics,
 
     routes = [
         *openai_routes(state),
+        *prefix_routes(host),
         Route("/health", health, methods=["GET"]),
         Route("/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),

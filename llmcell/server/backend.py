@@ -8,9 +8,22 @@ another llmcell server) both implement it, so routes never know which one they t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Protocol
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Protocol
 
 from llmcell.protocol.openai import ChatRequest, CompletionRequest
+
+if TYPE_CHECKING:
+    from llmcell.engine.kv_cache.event_log import KVEventLog
+    from llmcell.tokenizer.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class PrefixCacheSource:
+    """What a gateway needs to route by the KV cache: the engine's prefix-cache keys as they
+    change, and the tokenizer whose token ids the keys are made of."""
+
+    events: "KVEventLog"
+    tokenizer: "Tokenizer"
 
 
 @dataclass(frozen=True)
@@ -55,3 +68,7 @@ class ModelBackend(Protocol):
     async def tokenize(self, raw: dict) -> Reply: ...
 
     async def detokenize(self, raw: dict) -> Reply: ...
+
+    def prefix_cache(self) -> PrefixCacheSource | None:
+        """The engine's prefix-cache keys and tokenizer (None: not known, an external engine, or
+        not loaded yet)."""

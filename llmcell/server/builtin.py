@@ -17,7 +17,8 @@ from typing import AsyncIterator
 from llmcell.config.server import ServerConfig
 from llmcell.engine import AsyncEngine, EngineDeadError
 from llmcell.engine.async_engine import EngineClient, RequestStream
-from llmcell.engine.loader.chat_template import ChatTemplateError, render_chat
+from llmcell.tokenizer.chat_template import ChatTemplateError
+from llmcell.tokenizer.prompts import chat_prompt_ids, completion_prompt_ids
 from llmcell.engine.outputs import RequestOutput, Resume
 from llmcell.engine.process import ProcessEngine
 from llmcell.protocol.errors import APIError, invalid
@@ -25,7 +26,7 @@ from llmcell.protocol.openai import (CONTINUATION, ChatRequest, CompletionReques
                                     usage)
 from llmcell.protocol.sampling import ContextLengthError, SamplingParams, check_request
 from llmcell.server import responses as R
-from llmcell.server.backend import Load, Reply
+from llmcell.server.backend import Load, PrefixCacheSource, Reply
 from llmcell.server.metrics import ServerMetrics
 from llmcell.server.streams import Stream, chat_events, completion_events
 from llmcell.edge.sse import DONE, event
@@ -89,6 +90,11 @@ class BuiltinBackend:
                 except RuntimeError:
                     pass  # a member is gone: the group is broken and restarts anyway
 
+    def prefix_cache(self) -> PrefixCacheSource | None:
+        if not self._ready or self.engine is None:
+            return None
+        return PrefixCacheSource(self.engine.kv_events, self.engine.tokenizer)
+
     def load(self) -> Load:
         if self.engine is None:
             return Load(0, 0, 0.0, False)
@@ -125,16 +131,13 @@ class BuiltinBackend:
             raise invalid(str(e), param) from None
 
     def _chat_prompt(self, req: ChatRequest) -> list[int]:
-        tk = self.engine.tokenizer
         try:
-            text = render_chat(tk.chat_template, req.messages, req.add_generation_prompt,
-                               tk.bos_token, tk.eos_token)
+            return chat_prompt_ids(self.engine.tokenizer, req.messages, req.add_generation_prompt)
         except ChatTemplateError as e:
             raise invalid(str(e), "messages") from None
-        return tk.encode(text, add_special_tokens=False)
 
     def _completion_prompt(self, prompt: str | list[int]) -> list[int]:
-        return self.engine.tokenizer.encode(prompt) if isinstance(prompt, str) else prompt
+        return completion_prompt_ids(self.engine.tokenizer, prompt)
 
     async def _run(self, prompt: list[int], params: SamplingParams, rid: str,
                    resume: Continuation | None = None) -> AsyncIterator[RequestOutput]:

@@ -63,6 +63,9 @@ class UpstreamBackend:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def prefix_cache(self) -> None:
+        return None  # an external engine's cache is its own: gateways route it by prefix hash
+
     # ---- life cycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
         self._collector = self.metrics.bind_load(self.load, lambda: self.model_name)

@@ -32,6 +32,42 @@ def test_workloads_are_seeded_and_shared_prefix_shares_prefixes():
     assert all(len(r.messages[0]["content"].split()) > 200 for r in s)
 
 
+def test_multi_turn_conversations_share_a_preamble_and_a_system_prompt_per_tenant():
+    convs = datasets.multi_turn(4, 3, 5, system_tokens=300, shared_tokens=100,
+                                output_tokens=8, seed=0)
+    assert convs == datasets.multi_turn(4, 3, 5, 300, 100, 8, seed=0)
+    assert len(convs) == 12 and all(len(c.questions) == 5 for c in convs)
+    systems = {c.tenant: c.system for c in convs}
+    assert len(set(systems.values())) == 4
+    assert all(c.system == systems[c.tenant] for c in convs)
+    preamble = " ".join(systems[0].split()[:100])
+    assert all(s.startswith(preamble) for s in systems.values())
+    assert systems[0].split()[:130] != systems[1].split()[:130]
+    with pytest.raises(ValueError, match="shared_tokens=400"):
+        datasets.multi_turn(1, 1, 1, 300, 400, 8, seed=0)
+
+
+def test_conversations_carry_their_answers_into_the_next_turn():
+    """Against a real server: each turn's messages hold the answers before it, so its prompt
+    grows by more than the new question."""
+    import asyncio
+
+    from llmcell.bench.client import run_conversations
+    from tests.server.conftest import ServerProcess
+
+    convs = datasets.multi_turn(1, 2, 3, system_tokens=60, shared_tokens=0, output_tokens=6,
+                                seed=0)
+    server = ServerProcess("--kv-cache-memory", "64MiB", "--max-model-len", "1024")
+    try:
+        results, _ = asyncio.run(run_conversations(server.url, "smollm2-135m-instruct", convs, 2))
+    finally:
+        server.stop()
+    assert len(results) == 6 and all(r.ok and r.text for r in results)
+    for turns in (results[:3], results[3:]):  # one conversation's turns, in order
+        for before, after in zip(turns, turns[1:]):
+            assert after.prompt_tokens > before.prompt_tokens + before.output_tokens
+
+
 def test_jsonl_dataset_and_its_errors(tmp_path):
     f = tmp_path / "w.jsonl"
     f.write_text('{"prompt": "hi", "max_tokens": 5}\n\n{"messages": [{"role": "user", '

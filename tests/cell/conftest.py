@@ -91,8 +91,8 @@ class Cell:
         self.procs.append(p)
         return p.wait()
 
-    def start_gateway(self) -> Proc:
-        self.gateway = Proc("gateway", "--admin", self.admin.url, env=self.env)
+    def start_gateway(self, *args: str) -> Proc:
+        self.gateway = Proc("gateway", "--admin", self.admin.url, *args, env=self.env)
         self.procs.append(self.gateway)
         return self.gateway.wait()
 

@@ -19,6 +19,7 @@ from llmcell.engine.loop import IDLE_WAIT
 from llmcell.engine.messages import (AbortRequest, AddRequest, Commands, Outputs, Stop,
                                      count_adds)
 from llmcell.engine.outputs import CompletionOutput, RequestOutput
+from llmcell.engine.kv_cache.block_manager import BlockManager
 from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.stats import EngineStats
 
@@ -40,6 +41,7 @@ class RecordingCore:
         self.tokenizer = None
         self.max_model_len = 1000
         self.model_config = SimpleNamespace(vocab_size=100)
+        self.block_manager = BlockManager(8, 4)
 
     def check_request(self, ids, params) -> None:
         pass

@@ -78,7 +78,7 @@ def test_prometheus_discovers_the_cell_and_agrees_with_the_bench_client(cell, tm
     binary = require("prometheus")
     cell.start_admin()
     cell.start_server("s1")
-    cell.start_gateway()
+    cell.start_gateway("--policy", "kv_affinity")  # the dashboard's KV-routing panel has data
     cell.publish(1)
     cell.wait_active(1)
     prom = Prometheus(binary, cell.admin.url, tmp_path)

@@ -4,10 +4,14 @@ The cache is `num_blocks` fixed-size blocks. A sequence's block table lists its 
 slot `i` of a sequence lives at `block_table[i // block_size] * block_size + i % block_size`.
 
 Prefix caching: every full block is keyed by a hash chain over token ids
-(`hash((parent_hash, tokens))`), so a block's key covers the whole prefix before it. A hit is
+(protocol/kv_events.py `block_key(parent_key, tokens)`), so a block's key covers the whole prefix
+before it. A hit is
 confirmed by comparing token ids, never by the hash alone. Blocks are reference counted; a block
 whose count drops to zero goes to the tail of the free list but keeps its key, so it can still be
 hit until it is reused (least recently freed blocks are reused first).
+
+When the engine loop asks (`record_events`), the keys stored and removed are logged in order, for
+the gateways' KV-aware routing (`drain_events`).
 
 This module holds no tensors: the runner reads block tables, this module never touches the data.
 """
@@ -18,8 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from llmcell.engine.sequence import Sequence
-
-_ROOT_HASH = 0x6C6C6D63656C6C  # any constant: the parent key of a sequence's first block
+from llmcell.protocol.kv_events import ROOT_KEY, block_key
 
 
 @dataclass
@@ -54,6 +57,7 @@ class BlockManager:
         self._free: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
         self._cached: dict[int, int] = {}  # key -> block id
         self.stats = PrefixCacheStats()
+        self._events: list[tuple[bool, int]] | None = None
 
     # ---- queries -------------------------------------------------------------------------
     @property
@@ -89,12 +93,12 @@ class BlockManager:
             return 0
         max_blocks = (num_tokens - 1) // self.block_size
         self.stats.queries += num_tokens
-        parent = _ROOT_HASH
+        parent = ROOT_KEY
         hit_blocks: list[int] = []
         keys: list[int] = []
         for b in range(max_blocks):
             tokens = tuple(seq.tokens_slice(b * self.block_size, (b + 1) * self.block_size))
-            key = hash((parent, tokens))
+            key = block_key(parent, tokens)
             block_id = self._cached.get(key)
             if block_id is None or self._blocks[block_id].token_ids != tokens:
                 break
@@ -133,6 +137,8 @@ class BlockManager:
         if block.key is not None:  # evict its prefix-cache entry now that it is reused
             if self._cached.get(block.key) == block_id:
                 del self._cached[block.key]
+                if self._events is not None:
+                    self._events.append((False, block.key))
             block.key = None
             block.token_ids = None
         block.ref_count = 1
@@ -143,15 +149,17 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         full = seq.num_computed_tokens // self.block_size
-        parent = seq.block_hashes[-1] if seq.block_hashes else _ROOT_HASH
+        parent = seq.block_hashes[-1] if seq.block_hashes else ROOT_KEY
         for b in range(seq.num_hashed_blocks, full):
             tokens = tuple(seq.tokens_slice(b * self.block_size, (b + 1) * self.block_size))
-            key = hash((parent, tokens))
+            key = block_key(parent, tokens)
             block = self._blocks[seq.block_table[b]]
             if key not in self._cached:
                 self._cached[key] = block.block_id
                 block.key = key
                 block.token_ids = tokens
+                if self._events is not None:
+                    self._events.append((True, key))
             seq.block_hashes.append(key)
             parent = key
         seq.num_hashed_blocks = max(seq.num_hashed_blocks, full)
@@ -182,3 +190,18 @@ class BlockManager:
                 block.key = None
                 block.token_ids = None
                 del self._cached[key]
+                if self._events is not None:
+                    self._events.append((False, key))
+
+    # ---- events ------------------------------------------------------------------------------
+    def record_events(self) -> None:
+        """Log from now on every key the prefix cache stores or removes; the log starts with
+        the keys held now, so a reader that drains it from here knows all of them."""
+        self._events = [(True, key) for key in self._cached]
+
+    def drain_events(self) -> list[tuple[bool, int]]:
+        """The logged (stored?, key) changes since the last drain, oldest first."""
+        if not self._events:
+            return []
+        events, self._events = self._events, []
+        return events

@@ -21,7 +21,7 @@ from gguf import GGMLQuantizationType
 from llmcell.engine.loader import weight_cache
 from llmcell.engine.loader.dequant import dequantize
 from llmcell.engine.loader.gguf_file import GGUFError, GGUFFile, GGUFTensor
-from llmcell.engine.loader.tokenizer import Tokenizer
+from llmcell.tokenizer.tokenizer import Tokenizer
 from llmcell.engine.models.config import ModelConfig
 
 SUPPORTED_GGUF_TYPES = {

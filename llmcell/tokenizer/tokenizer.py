@@ -1,4 +1,5 @@
-"""Tokenizer: text <-> token ids, built from a GGUF file's vocabulary or a `tokenizer.json`.
+"""Tokenizer: text <-> token ids, built from a GGUF file's vocabulary or a `tokenizer.json`, and
+passed between processes as a spec (`to_spec`, `from_spec`).
 
 GGUF files of the `gpt2` tokenizer family (byte-level BPE: SmolLM, Llama 3, Qwen2, ...) carry the
 vocab and merges; the pre-tokenizer follows `tokenizer.ggml.pre` as llama.cpp does. Control and
@@ -138,6 +139,25 @@ class Tokenizer:
 
     def save(self, path) -> None:
         self._tk.save(str(path))
+
+    def to_spec(self) -> dict:
+        """Everything needed to tokenize as this tokenizer does, as JSON (a model server hands it
+        to the gateways)."""
+        return {"tokenizer": self._tk.to_str(), "bos_token_id": self.bos_token_id,
+                "eos_token_ids": sorted(self.eos_token_ids), "add_bos": self.add_bos,
+                "chat_template": self.chat_template}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "Tokenizer":
+        """The inverse of `to_spec`; ValueError for anything that is not one."""
+        try:
+            tk = HFTokenizer.from_str(spec["tokenizer"])
+            bos = spec.get("bos_token_id")
+            return cls(tk, None if bos is None else int(bos),
+                       frozenset(int(i) for i in spec.get("eos_token_ids", [])),
+                       bool(spec.get("add_bos", False)), spec.get("chat_template"))
+        except Exception as e:  # KeyError, TypeError, or the tokenizers library's own
+            raise ValueError(f"not a tokenizer spec: {e}") from None
 
     def token_to_id(self, token: str) -> int | None:
         return self._tk.token_to_id(token)
