@@ -19,6 +19,7 @@ from llmcell.batch.cli import add_batch_parser
 from llmcell.bench.cli import add_bench_parser
 from llmcell.cell_cli import add_cell_parsers, add_security_flags, parse_size, security
 from llmcell.deploy.cli import add_deploy_parsers
+from llmcell.epp.cli import add_epp_parser
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_security_flags(s)
     s.set_defaults(func=cmd_server)
     add_cell_parsers(sub)
+    add_epp_parser(sub, add_security_flags, security)
     add_deploy_parsers(sub)
     add_bench_parser(sub)
     add_batch_parser(sub)

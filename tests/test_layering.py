@@ -32,14 +32,16 @@ def _graph() -> dict[str, set[str]]:
 
 
 def test_the_edge_layers_import_nothing_below_them():
-    """The gateway, router, protocol, config and edge modules import neither the model server nor
-    the engine; the admin (which reads model files' headers to size replicas) not the server."""
+    """The gateway, endpoint picker, router, protocol, config, edge and tokenizer modules import
+    neither the model server nor the engine; the admin (which reads model files' headers to size
+    replicas) not the server."""
     graph = _graph()
     for name, deps in graph.items():
         below = ("llmcell.server",) if name.startswith("llmcell.admin") else (
             "llmcell.server", "llmcell.engine")
         if name.startswith(("llmcell.gateway", "llmcell.admin", "llmcell.router",
-                            "llmcell.protocol", "llmcell.config", "llmcell.edge")):
+                            "llmcell.protocol", "llmcell.config", "llmcell.edge", "llmcell.epp",
+                            "llmcell.tokenizer")):
             bad = sorted(d for d in deps if d.startswith(below))
             assert not bad, f"{name} imports {bad}"
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from llmcell.config.gateway import POLICIES
+
 DTYPES = ("bf16", "fp16", "fp32", "int8", "int4")
 ACCELERATORS = ("tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "nvidia-l4", "nvidia-a100-40gb",
                 "nvidia-a100-80gb", "nvidia-h100-80gb", "cpu")
@@ -97,6 +99,9 @@ class RenderConfig:
     latency_slo: float = 20.0
     """p99 end-to-end latency (seconds) above which an alert fires."""
     gateway_replicas: int = 2
+    """Replicas of the gateway, and of the endpoint picker with `inference_pool`."""
+    policy: str = "least_load"
+    """The routing policy of the gateway and the endpoint picker."""
     gateway_api: bool = False
     gateway_name: str = "inference-gateway"
     inference_pool: bool = False
@@ -156,6 +161,8 @@ class RenderConfig:
             raise ValueError(f"target_waiting={self.target_waiting} must be >= 1")
         if self.latency_slo <= 0:
             raise ValueError(f"latency_slo={self.latency_slo} must be > 0 seconds")
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy={self.policy!r} is not one of {POLICIES}")
         if self.gateway_replicas < 2:
             raise ValueError(f"gateway_replicas={self.gateway_replicas} must be >= 2 (the "
                              "PodDisruptionBudget keeps one up)")

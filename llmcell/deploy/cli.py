@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from llmcell.config.gateway import POLICIES
 from llmcell.config.deploy import (ACCELERATORS, AUTOSCALERS, DTYPES, ENGINES, MONITORING,
                                    TARGETS, PlanConfig, RenderConfig)
 
@@ -83,7 +84,7 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         min_replicas=args.min_replicas, max_replicas=max(args.max_replicas, args.min_replicas),
         target_waiting=args.target_waiting, prometheus_url=args.prometheus_url,
         monitoring_namespace=args.monitoring_namespace, latency_slo=args.latency_slo,
-        gateway_replicas=args.gateway_replicas, gateway_api=args.gateway_api,
+        gateway_replicas=args.gateway_replicas, policy=args.policy, gateway_api=args.gateway_api,
         gateway_name=args.gateway_name, inference_pool=args.inference_pool,
         api_keys_secret=args.api_keys_secret, tls_secret=args.tls_secret,
         cell_secret=args.cell_secret, cert_manager_issuer=args.cert_manager,
@@ -196,8 +197,12 @@ def add_deploy_parsers(sub) -> None:
     c.add_argument("--gateway-name", default="inference-gateway",
                    help="Gateway the HTTPRoute attaches to (default: %(default)s)")
     c.add_argument("--inference-pool", action="store_true",
-                   help="add an InferencePool over the group leaders (Gateway API inference "
-                        "extension; its endpoint picker Service is <name>-ms-epp:9002)")
+                   help="add an InferencePool over the group leaders and the endpoint picker it "
+                        "names (llmcell epp, Service <name>-ms-epp:9002), for a Gateway API "
+                        "inference gateway")
+    c.add_argument("--policy", default="least_load", choices=POLICIES,
+                   help="routing policy of the gateway and the endpoint picker (default: "
+                        "%(default)s)")
     o = r.add_argument_group("autoscaling and monitoring")
     o.add_argument("--autoscaler", default="hpa", choices=AUTOSCALERS,
                    help="hpa: HorizontalPodAutoscaler on requests waiting; keda: ScaledObject "

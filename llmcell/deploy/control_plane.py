@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from llmcell.deploy.common import (ADMIN_PORT, GATEWAY_PORT, SCRATCH, SERVER_PORT, VLLM_PORT,
                                    Cell, http_container, small_resources)
+from llmcell.deploy.endpoint_picker import EPP_HEALTH_PORT, EPP_METRICS_PORT, EPP_PORT
 from llmcell.deploy.k8s import (Certificate, ConfigMap, Deployment, DeploymentSpec, EnvVar, LabelSelector,
                                 Namespace, NetworkPolicy, ObjectMeta, PodDisruptionBudget,
                                 PodSpec, PodTemplate, PolicyRule, Role, RoleBinding, Service,
@@ -95,6 +96,8 @@ def gateway(cell: Cell) -> list:
     c = cell.config
     args = ["gateway", "--host", "0.0.0.0", "--port", str(GATEWAY_PORT), "--admin",
             cell.admin_url, "--advertise", f"http://$(POD_IP):{GATEWAY_PORT}"]
+    if c.policy != "least_load":
+        args += ["--policy", c.policy]
     env, mounts, volumes = [cell.credential()], [], [SCRATCH[0]]
     scheme = "HTTP"
     if cell.gateway_tls_secret:  # a kubernetes.io/tls Secret: the gateway serves HTTPS with it
@@ -149,7 +152,7 @@ def network_policies(cell: Cell) -> list:
         return NetworkPolicy(cell.meta("network", name or f"{c.name}-{component}"), {
             "podSelector": selector, "policyTypes": ["Ingress"], "ingress": rules})
 
-    admin_rules = [{"from": [pods("gateway"), pods("model-server")],
+    admin_rules = [{"from": [pods("gateway"), pods("model-server"), pods("epp")],
                     "ports": tcp(ADMIN_PORT)}]
     gateway_rules = [{"ports": tcp(GATEWAY_PORT)}]  # from anywhere, the scraper included
     server_rules = [{"from": [pods("gateway"), pods("admin")], "ports": tcp(*server_ports)},
@@ -158,9 +161,19 @@ def network_policies(cell: Cell) -> list:
                     {"from": [pods("model-server")]}]
     if c.monitoring != "none":
         admin_rules.append({"from": [scraper], "ports": tcp(ADMIN_PORT)})
-    return [
+    out = [
         policy("all", [], f"{c.name}-default-deny"),
         policy("admin", admin_rules),
         policy("gateway", gateway_rules),
-        policy("model-server", server_rules + scrape),
     ]
+    if c.inference_pool:
+        # the inference gateway's data plane runs outside the cell (a managed proxy, another
+        # namespace): it calls the picker, and then a model server directly, with the cell
+        # credential the picker put on the request (servers refuse anything without it)
+        server_rules.append({"ports": tcp(SERVER_PORT)})
+        server_rules[0]["from"].append(pods("epp"))  # KV events, the tokenizer
+        epp_rules = [{"ports": tcp(EPP_PORT, EPP_HEALTH_PORT)}]
+        if c.monitoring != "none":
+            epp_rules.append({"from": [scraper], "ports": tcp(EPP_METRICS_PORT)})
+        out.append(policy("epp", epp_rules))
+    return out + [policy("model-server", server_rules + scrape)]

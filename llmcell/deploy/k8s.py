@@ -76,6 +76,7 @@ class Probe:
     http_get: dict | None = None
     exec_: dict | None = None
     tcp_socket: dict | None = None
+    grpc: dict | None = None
     initial_delay_seconds: int | None = None
     period_seconds: int = 10
     timeout_seconds: int = 5
@@ -85,6 +86,10 @@ class Probe:
     def http(path: str, port: str, scheme: str = "HTTP", **kw) -> "Probe":
         get = {"path": path, "port": port, **({"scheme": scheme} if scheme != "HTTP" else {})}
         return Probe(http_get=get, **kw)
+
+    @staticmethod
+    def grpc_health(port: int, service: str, **kw) -> "Probe":
+        return Probe(grpc={"port": port, "service": service}, **kw)
 
     @staticmethod
     def command(argv: list[str], **kw) -> "Probe":
@@ -228,6 +233,7 @@ class ServicePort:
     port: int
     target_port: str
     protocol: str = "TCP"
+    app_protocol: str | None = None
 
 
 @dataclass(frozen=True)

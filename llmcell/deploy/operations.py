@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from llmcell.deploy.common import GATEWAY_PORT, SERVER_PORT, Cell
+from llmcell.deploy.endpoint_picker import EPP_PORT, GENERATION_PATHS, picker_name
 from llmcell.deploy.k8s import (HorizontalPodAutoscaler, HTTPRoute, InferencePool, PodMonitor,
                                 PodMonitoring, PrometheusRule, ScaledObject, ServiceMonitor)
 from llmcell.metrics.alerts import alert_rules
@@ -70,7 +71,7 @@ def monitoring(cell: Cell) -> list:
     services = ServiceMonitor(cell.meta("monitoring", c.name), {
         "selector": {"matchLabels": cell_pods, "matchExpressions": [{
             "key": "app.kubernetes.io/component", "operator": "In",
-            "values": ["admin", "gateway"]}]},
+            "values": ["admin", "gateway", "epp"]}]},
         "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s",
                        "relabelings": relabel}]})
     pod_endpoints = [{"port": "http", "path": "/metrics", "interval": "15s",
@@ -87,14 +88,21 @@ def routes(cell: Cell) -> list:
     c = cell.config
     out = []
     if c.gateway_api:
+        rules = [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                  "backendRefs": [{"name": cell.name("gateway"), "port": GATEWAY_PORT}]}]
+        if c.inference_pool:  # generation through the pool and its picker; the rest as before
+            rules.insert(0, {
+                "matches": [{"path": {"type": "Exact", "value": p}} for p in GENERATION_PATHS],
+                "backendRefs": [{"group": "inference.networking.k8s.io",
+                                 "kind": "InferencePool", "name": cell.group_set}]})
         out.append(HTTPRoute(cell.meta("gateway", c.name), {
-            "parentRefs": [{"name": c.gateway_name}],
-            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                       "backendRefs": [{"name": cell.name("gateway"), "port": GATEWAY_PORT}]}]}))
+            "parentRefs": [{"name": c.gateway_name}], "rules": rules}))
     if c.inference_pool:
         out.append(InferencePool(cell.meta("model-server", cell.group_set), {
             "selector": {"matchLabels": {**cell.selector("model-server"),
                                          "llmcell.dev/role": "leader"}},
             "targetPorts": [{"number": SERVER_PORT}],
-            "endpointPickerRef": {"name": f"{cell.group_set}-epp", "port": {"number": 9002}}}))
+            # without the picker a request would reach a server without the cell credential
+            "endpointPickerRef": {"name": picker_name(cell), "port": {"number": EPP_PORT},
+                                  "failureMode": "FailClose"}}))
     return out

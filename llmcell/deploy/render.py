@@ -14,6 +14,7 @@ import yaml
 from llmcell.config.deploy import RenderConfig
 from llmcell.deploy.common import Cell
 from llmcell.deploy.control_plane import admin, gateway, identity, network_policies
+from llmcell.deploy.endpoint_picker import endpoint_picker
 from llmcell.deploy.groups import model_servers
 from llmcell.deploy.k8s import in_kind_order, to_dict
 from llmcell.deploy.operations import autoscaling, monitoring, routes
@@ -21,7 +22,8 @@ from llmcell.deploy.operations import autoscaling, monitoring, routes
 
 def build(config: RenderConfig) -> list:
     cell = Cell(config)
-    objects = [*identity(cell), *admin(cell), *gateway(cell), *model_servers(cell),
+    objects = [*identity(cell), *admin(cell), *gateway(cell), *endpoint_picker(cell),
+               *model_servers(cell),
                *autoscaling(cell), *monitoring(cell), *network_policies(cell), *routes(cell)]
     return in_kind_order(objects)
 

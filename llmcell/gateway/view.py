@@ -23,9 +23,12 @@ from llmcell.protocol.tenancy import TenantRecord
 
 
 class CellView:
-    def __init__(self, config: GatewayConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: GatewayConfig, client: httpx.AsyncClient,
+                 advertise: bool = True) -> None:
+        """`advertise`: tell the admin this gateway's URL (its Prometheus discovery lists it)."""
         self.config = config
         self.client = client
+        self.headers = {"X-Llmcell-Gateway": config.advertised} if advertise else {}
         self.view = RouteView()
         self.updated = 0.0
         self.admin_ok = False
@@ -38,8 +41,7 @@ class CellView:
 
     async def refresh(self) -> None:
         try:
-            r = await self.client.get("/cell/routes",
-                                      headers={"X-Llmcell-Gateway": self.config.advertised})
+            r = await self.client.get("/cell/routes", headers=self.headers)
             r.raise_for_status()
             self.view = RouteView.from_json(r.json())
             if self.config.security.auth:

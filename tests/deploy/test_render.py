@@ -55,6 +55,8 @@ CASES: dict[str, list[str]] = {
     "cpu-builtin-smollm2": ["--target", "cpu", "--monitoring", "prometheus-operator",
                             "--api-keys-secret", "llmcell-api-keys", "--tls-secret", "llmcell-tls",
                             "--gateway-api"],
+    "cpu-builtin-epp-kv": ["--target", "cpu", "--gateway-api", "--inference-pool", "--policy",
+                           "kv_affinity"],
     "cpu-vllm-bare": ["--target", "cpu", "--engine", "vllm", "--monitoring", "none",
                       "--autoscaler", "none", "--served-model", "HuggingFaceTB/SmolLM2-135M"],
     "cpu-builtin-gmp-hpa": ["--target", "cpu", "--replicas", "3", "--namespace", "team-a",
@@ -232,7 +234,8 @@ def pod_templates(doc: dict) -> list[dict]:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_every_pod_has_resources_probes_and_runs_as_non_root(case):
     templates = [t for d in manifests(config_for(CASES[case])) for t in pod_templates(d)]
-    assert len(templates) == 4  # admin, gateway, group leader and worker
+    # admin, gateway, group leader and worker; and the endpoint picker with an InferencePool
+    assert len(templates) == 4 + ("--inference-pool" in CASES[case])
     for t in templates:
         spec = t["spec"]
         assert spec["securityContext"]["runAsNonRoot"] is True
