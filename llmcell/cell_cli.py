@@ -56,6 +56,7 @@ def security(args: argparse.Namespace) -> CellSecurity:
 def cmd_admin(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from llmcell.admin.database import is_url
     from llmcell.admin.main import run
     from llmcell.config.admin import AdminConfig, default_state_path
 
@@ -68,7 +69,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         raise ValueError("the bootstrap admin key is not an sk-llmcell- key (make one with "
                          "`llmcell keys new key`)")
     return run(AdminConfig(host=args.host, port=args.port,
-                           state_path=Path(args.state) if args.state else default_state_path(),
+                           state_path=Path(args.state) if args.state and not is_url(args.state)
+                           else default_state_path(),
+                           state_url=args.state if args.state and is_url(args.state) else None,
                            heartbeat_interval=args.heartbeat_interval,
                            missed_heartbeats=args.missed_heartbeats,
                            kv_reserve_bytes=args.kv_reserve,
@@ -120,7 +123,8 @@ def add_cell_parsers(sub) -> None:
     a.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     a.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
     a.add_argument("--state", default=None,
-                   help="SQLite state file (default: ~/.local/state/llmcell/admin.sqlite3)")
+                   help="SQLite state file (default: ~/.local/state/llmcell/admin.sqlite3), or a "
+                        "postgresql:// URL shared by several admins")
     a.add_argument("--heartbeat-interval", type=float, default=1.0,
                    help="seconds between server heartbeats (default: %(default)s)")
     a.add_argument("--missed-heartbeats", type=int, default=3,

@@ -1,4 +1,4 @@
-"""The cell's API keys, kept by the admin in its SQLite store: each key's tenant, role, models and
+"""The cell's API keys, kept by the admin in its database: each key's tenant, role, models and
 limits, and an HMAC-SHA256 of the key under a secret that the store keeps beside them (never the
 key itself). Gateways follow the table (hashes and the secret, over the cell's credential) and
 authenticate requests against it while the admin is away."""
@@ -7,63 +7,64 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 
+from llmcell.admin.database import Database, Migration
 from llmcell.encryption import is_sealed, seal, unseal
 from llmcell.protocol.auth import KeyRecord, KeyRequest, key_hash, new_key, new_key_id
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (
+MIGRATIONS = [Migration(1, ("""CREATE TABLE IF NOT EXISTS keys (
     id TEXT PRIMARY KEY,
     tenant TEXT NOT NULL,
     role TEXT NOT NULL,
     hash TEXT NOT NULL UNIQUE,
     models TEXT NOT NULL,
-    rpm INTEGER,
-    tpm INTEGER,
-    created REAL NOT NULL,
-    expires REAL,
+    rpm {bigint},
+    tpm {bigint},
+    created {real} NOT NULL,
+    expires {real},
     revoked INTEGER NOT NULL DEFAULT 0,
     concurrency INTEGER,
     max_priority TEXT
-);
-CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-"""
+)""", "CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value {blob} NOT NULL)"))]
 _COLUMNS = ("id, tenant, role, hash, models, rpm, tpm, concurrency, max_priority, created, "
             "expires, revoked")
 _ADDED = {"concurrency": "INTEGER", "max_priority": "TEXT"}
-"""Columns later than the first stores: added to a store that lacks them."""
+"""Columns later than the first stores: added to a file from before migrations that lacks them."""
 
 
 _LABEL = b"the admin's key-hash secret"
 
 
 class KeyStore:
-    def __init__(self, db: sqlite3.Connection, master: bytes | None = None) -> None:
+    def __init__(self, db: Database, master: bytes | None = None) -> None:
         """`master`: the admin's master key: the hashing secret is kept sealed under it (a
         store without it keeps the secret as it is, and one sealed needs it to open)."""
         self.db = db
-        self.db.executescript(_SCHEMA)
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(keys)")}
+        self.db.migrate("keys", MIGRATIONS)
+        have = self.db.columns("keys")
         for column, kind in _ADDED.items():
             if column not in have:
                 self.db.execute(f"ALTER TABLE keys ADD COLUMN {column} {kind}")
-        row = self.db.execute("SELECT value FROM secrets WHERE name = 'key_hash'").fetchone()
-        if row is None:
-            secret = secrets.token_bytes(32)
+        select = "SELECT value FROM secrets WHERE name = 'key_hash'"
+        row = self.db.execute(select).fetchone()
+        if row is None:  # the first admin makes it; one starting at the same time reads it
+            fresh = secrets.token_bytes(32)
+            self.db.execute("INSERT INTO secrets (name, value) VALUES ('key_hash', ?) "
+                            "ON CONFLICT(name) DO NOTHING",
+                            (seal(master, fresh, _LABEL) if master is not None else fresh,))
+            row = self.db.execute(select).fetchone()
+        stored = bytes(row[0])
+        if is_sealed(stored):
+            if master is None:
+                raise ValueError("the admin's store is sealed: give its master key "
+                                 "(--master-key-file)")
+            secret = unseal(master, stored, _LABEL)
         else:
-            stored = bytes(row[0])
-            if is_sealed(stored):
-                if master is None:
-                    raise ValueError("the admin's store is sealed: give its master key "
-                                     "(--master-key-file)")
-                secret = unseal(master, stored, _LABEL)
-            else:
-                secret = stored
-        value = seal(master, secret, _LABEL) if master is not None else secret
-        self.db.execute("INSERT INTO secrets (name, value) VALUES ('key_hash', ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (value,))
+            secret = stored
+            if master is not None:  # sealed from now on
+                self.db.execute("UPDATE secrets SET value = ? WHERE name = 'key_hash'",
+                                (seal(master, secret, _LABEL),))
         self.secret = secret
         self.version = 0
         """Bumped on every change (gateways re-read the table when it moves)."""

@@ -1,5 +1,6 @@
-"""Durable admin state in SQLite: the published models. Every write commits before it returns,
-so an acknowledged publish/update/unpublish survives `kill -9`.
+"""Durable admin state: the published models, in the admin's database (admin/database.py:
+SQLite or PostgreSQL). Every write commits before it returns, so an acknowledged
+publish/update/unpublish survives `kill -9`.
 
 Servers and their replicas are not stored: after a restart the servers re-register and report
 what they hold, and the admin adopts it (see placement).
@@ -7,34 +8,27 @@ what they hold, and the admin adopts it (see placement).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
+from llmcell.admin.database import Database, Migration
 from llmcell.admin.placement import ModelSpec
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
+MIGRATIONS = [Migration(1, ("""CREATE TABLE IF NOT EXISTS models (
     model TEXT PRIMARY KEY,
     model_path TEXT NOT NULL,
     checkpoint TEXT NOT NULL,
     replicas INTEGER NOT NULL,
-    memory_bytes INTEGER NOT NULL,
-    updated REAL NOT NULL
-)
-"""
+    memory_bytes {bigint} NOT NULL,
+    updated {real} NOT NULL
+)""",))]
 
 
 class ModelStore:
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        if str(path) != ":memory:":
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(_SCHEMA)
+    def __init__(self, state: Database | str | Path) -> None:
+        """`state`: an open database, or what `Database.open` takes (a file or a URL)."""
+        self.db = state if isinstance(state, Database) else Database.open(state)
+        self.db.migrate("models", MIGRATIONS)
 
     def all(self) -> list[ModelSpec]:
         rows = self.db.execute("SELECT model, model_path, checkpoint, replicas, memory_bytes "

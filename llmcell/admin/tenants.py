@@ -1,28 +1,25 @@
-"""The cell's tenants, kept by the admin in its SQLite store beside the keys: each tenant's own
+"""The cell's tenants, kept by the admin in its database beside the keys: each tenant's own
 limits (shared by all of its keys) and its weight in fair queuing. A tenant with no row has no
 limits of its own and weight 1."""
 
 from __future__ import annotations
 
-import sqlite3
-
+from llmcell.admin.database import Database, Migration
 from llmcell.protocol.tenancy import TenantRecord
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants (
+MIGRATIONS = [Migration(1, ("""CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY,
-    rpm INTEGER,
-    tpm INTEGER,
+    rpm {bigint},
+    tpm {bigint},
     concurrency INTEGER,
-    weight REAL NOT NULL DEFAULT 1.0
-);
-"""
+    weight {real} NOT NULL DEFAULT 1.0
+)""",))]
 
 
 class TenantStore:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.db.executescript(_SCHEMA)
+        self.db.migrate("tenants", MIGRATIONS)
         self.version = 0
         """Bumped on every change (with the keys', it tells gateways to re-read)."""
 

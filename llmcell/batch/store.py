@@ -1,4 +1,4 @@
-"""Batch state in the admin's SQLite store: files' metadata (their bytes are blobs), batches,
+"""Batch state in the admin's database (admin/database.py: SQLite or PostgreSQL): files' metadata (their bytes are blobs), batches,
 and each answered line of a batch.
 
 Exactly once: a line's result is one row keyed by (batch, line), committed before it counts.
@@ -12,50 +12,50 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from typing import Iterator
 
+from llmcell.admin.database import Database, Migration
 from llmcell.protocol.batch import ACTIVE, BatchObject, FileObject
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+MIGRATIONS = [Migration(1, (
+    """CREATE TABLE IF NOT EXISTS files (
+    seq {serial},
     id TEXT UNIQUE NOT NULL,
     tenant TEXT NOT NULL,
     filename TEXT NOT NULL,
     purpose TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
+    bytes {bigint} NOT NULL,
     lines INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at {bigint} NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS batches (
+    seq {serial},
     id TEXT UNIQUE NOT NULL,
     tenant TEXT NOT NULL,
     input_file_id TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     completion_window TEXT NOT NULL,
     status TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
+    created_at {bigint} NOT NULL,
+    expires_at {bigint} NOT NULL,
     metadata TEXT,
     total INTEGER NOT NULL DEFAULT 0,
     output_file_id TEXT,
     error_file_id TEXT,
     errors TEXT,
     times TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS batch_results (
+)""",
+    """CREATE TABLE IF NOT EXISTS batch_results (
     batch_id TEXT NOT NULL,
     line INTEGER NOT NULL,
     custom_id TEXT,
     ok INTEGER NOT NULL,
     record TEXT NOT NULL,
-    tokens INTEGER NOT NULL DEFAULT 0,
+    tokens {bigint} NOT NULL DEFAULT 0,
     PRIMARY KEY (batch_id, line)
-);
-"""
+)""",
+))]
 _FILE = "id, tenant, filename, purpose, bytes, created_at, lines"
 _BATCH = ("id, tenant, input_file_id, endpoint, completion_window, status, created_at, "
           "expires_at, metadata, total, output_file_id, error_file_id, errors, times")
@@ -66,13 +66,17 @@ def new_id(prefix: str) -> str:
 
 
 class BatchStore:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.db.executescript(_SCHEMA)
+        self.db.migrate("batch", MIGRATIONS)
 
     # ---- files ---------------------------------------------------------------------------------
     def add_file(self, f: FileObject) -> None:
-        self.db.execute(f"INSERT OR REPLACE INTO files ({_FILE}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute(f"INSERT INTO files ({_FILE}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, "
+                        "filename = excluded.filename, purpose = excluded.purpose, "
+                        "bytes = excluded.bytes, created_at = excluded.created_at, "
+                        "lines = excluded.lines",
                         (f.id, f.tenant, f.filename, f.purpose, f.bytes, f.created_at, f.lines))
 
     def file(self, file_id: str) -> FileObject | None:
@@ -129,9 +133,9 @@ class BatchStore:
     def add_result(self, batch_id: str, line: int, custom_id: str | None, ok: bool,
                    record: dict, tokens: int = 0) -> bool:
         """Commit a line's result; False when the line already had one (it stays)."""
-        cur = self.db.execute("INSERT OR IGNORE INTO batch_results "
+        cur = self.db.execute("INSERT INTO batch_results "
                               "(batch_id, line, custom_id, ok, record, tokens) "
-                              "VALUES (?, ?, ?, ?, ?, ?)",
+                              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                               (batch_id, line, custom_id, int(ok), json.dumps(record), tokens))
         return cur.rowcount > 0
 

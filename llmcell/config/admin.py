@@ -20,6 +20,9 @@ class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 10000
     state_path: Path = Path("admin.sqlite3")
+    """The SQLite state file (one admin's); beside it, by default, the audit log and files."""
+    state_url: str | None = None
+    """A PostgreSQL URL: the state lives there instead, shared by the admins that name it."""
     heartbeat_interval: float = 1.0
     """Seconds between a server's heartbeats (the admin tells servers this value)."""
     missed_heartbeats: int = 3
@@ -81,8 +84,16 @@ class AdminConfig:
         if self.batch_gateway is not None and not self.batch_gateway.startswith(
                 ("http://", "https://")):
             raise ValueError(f"batch_gateway={self.batch_gateway!r} must be an http(s) URL")
+        if self.state_url is not None and not self.state_url.startswith(
+                ("postgresql://", "postgres://")):
+            raise ValueError(f"state_url={self.state_url!r} must be a postgresql:// URL")
         if not 0 < self.lease_ttl <= 600:
             raise ValueError(f"lease_ttl={self.lease_ttl} must be in (0, 600] seconds")
+
+    @property
+    def state(self) -> str | Path:
+        """What the state database opens: the PostgreSQL URL, or the SQLite file."""
+        return self.state_url or self.state_path
 
     @property
     def blobs(self) -> str:

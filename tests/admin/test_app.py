@@ -19,9 +19,9 @@ SOURCE = "smollm2-135m-instruct"
 
 
 @pytest.fixture()
-def admin(tmp_path):
-    config = AdminConfig(state_path=tmp_path / "admin.sqlite3", model_roots=(str(tmp_path),))
-    store = ModelStore(config.state_path)
+def admin(tmp_path, state):
+    config = AdminConfig(**state, model_roots=(str(tmp_path),))
+    store = ModelStore(config.state)
     client = TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
                                                               time.monotonic())))
     yield client

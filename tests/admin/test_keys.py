@@ -22,13 +22,23 @@ CELL = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture()
-def admin(tmp_path):
-    config = AdminConfig(state_path=tmp_path / "admin.sqlite3",
-                         security=CellSecurity(TOKEN), bootstrap_admin_key=BOOTSTRAP)
-    store = ModelStore(config.state_path)
+def admin(tmp_path, state):
+    config = AdminConfig(**state, security=CellSecurity(TOKEN), bootstrap_admin_key=BOOTSTRAP)
+    store = ModelStore(config.state)
     client = TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
                                                               time.monotonic())))
     client.state_path = config.state_path
+
+    def stored() -> bytes:
+        """Everything the store holds: the SQLite files, or PostgreSQL's rows."""
+        if config.state_url is None:
+            return b"".join(p.read_bytes() for p in config.state_path.parent.glob(
+                "admin.sqlite3*"))
+        rows = [*store.db.execute("SELECT * FROM keys"), *store.db.execute(
+            "SELECT * FROM secrets")]
+        return repr(rows).encode()
+
+    client.stored = stored
     yield client
     store.close()
 
@@ -55,7 +65,7 @@ def test_a_key_is_shown_once_and_stored_only_as_a_hash(admin):
     listed = admin.get("/keys", headers=CELL).json()
     assert [r["id"] for r in listed if r["tenant"] == "team-a"] == [record["id"]]
     assert all("hash" not in r and "key" not in r for r in listed)
-    on_disk = b"".join(p.read_bytes() for p in admin.state_path.parent.glob("admin.sqlite3*"))
+    on_disk = admin.stored()
     assert key.encode() not in on_disk and BOOTSTRAP.encode() not in on_disk
     assert key[len("sk-llmcell-"):].encode() not in on_disk
 

@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from llmcell.admin.app import create_admin_app
+from llmcell.admin.database import Database
 from llmcell.admin.keys import KeyStore
 from llmcell.admin.registry import CellRegistry
 from llmcell.admin.store import ModelStore
@@ -23,10 +24,9 @@ CELL = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture()
-def admin(tmp_path):
-    config = AdminConfig(state_path=tmp_path / "admin.sqlite3", security=CellSecurity(TOKEN),
-                         quota_window=30.0)
-    store = ModelStore(config.state_path)
+def admin(tmp_path, state):
+    config = AdminConfig(**state, security=CellSecurity(TOKEN), quota_window=30.0)
+    store = ModelStore(config.state)
     yield TestClient(create_admin_app(config, CellRegistry(store, config.dead_after,
                                                            time.monotonic())), headers=CELL)
     store.close()
@@ -88,14 +88,15 @@ def test_the_exchange_is_for_members_only(admin):
 
 
 def test_a_store_from_before_the_concurrency_columns_gains_them(tmp_path):
-    db = sqlite3.connect(tmp_path / "old.sqlite3")
-    db.executescript("""
+    old = sqlite3.connect(tmp_path / "old.sqlite3")  # a file from before migrations
+    old.executescript("""
         CREATE TABLE keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL,
             hash TEXT NOT NULL UNIQUE, models TEXT NOT NULL, rpm INTEGER, tpm INTEGER,
             created REAL NOT NULL, expires REAL, revoked INTEGER NOT NULL DEFAULT 0);
         INSERT INTO keys VALUES ('key_old', 't', 'user', 'h', '[]', 5, NULL, 0, NULL, 0);
     """)
-    store = KeyStore(db)
+    old.close()
+    store = KeyStore(Database.open(tmp_path / "old.sqlite3"))
     old = store.get("key_old")
     assert old.rpm == 5 and old.concurrency is None and old.max_priority is None
     _, made = store.create(KeyRequest("t", concurrency=4, max_priority="batch"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 import time
 
 import httpx
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from llmcell.admin.database import Database
 from llmcell.batch.blobs import Blobs
 from llmcell.batch.runner import BatchRunner, output_file_ids
 from llmcell.batch.store import BatchStore
@@ -43,7 +43,7 @@ def stand_in_gateway(seen: list, rng: random.Random, flaky: float) -> Starlette:
 
 
 def setup(tmp_path, n: int, extra: list[str] = ()) -> tuple[BatchStore, Blobs, BatchObject]:
-    db = sqlite3.connect(str(tmp_path / "state.sqlite3"), isolation_level=None)
+    db = Database.open(tmp_path / "state.sqlite3")
     store, blobs = BatchStore(db), Blobs(str(tmp_path / "files"))
     lines = [json.dumps({"custom_id": f"r{i}", "method": "POST", "url": CHAT, "body": {
         "model": "m", "max_tokens": 13 if i == 5 else 4,
