@@ -72,6 +72,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            state_path=Path(args.state) if args.state and not is_url(args.state)
                            else default_state_path(),
                            state_url=args.state if args.state and is_url(args.state) else None,
+                           advertise=args.advertise, leader_lease=args.leader_lease,
                            heartbeat_interval=args.heartbeat_interval,
                            missed_heartbeats=args.missed_heartbeats,
                            kv_reserve_bytes=args.kv_reserve,
@@ -124,7 +125,12 @@ def add_cell_parsers(sub) -> None:
     a.add_argument("--port", type=int, default=10000, help="port (default: %(default)s)")
     a.add_argument("--state", default=None,
                    help="SQLite state file (default: ~/.local/state/llmcell/admin.sqlite3), or a "
-                        "postgresql:// URL shared by several admins")
+                        "postgresql:// URL shared by several admins (one leads)")
+    a.add_argument("--advertise", default=None,
+                   help="URL other admins and members reach this one at (default: "
+                        "scheme://host:port)")
+    a.add_argument("--leader-lease", type=float, default=5.0,
+                   help="seconds the leader's lease lasts unrenewed (default: 5)")
     a.add_argument("--heartbeat-interval", type=float, default=1.0,
                    help="seconds between server heartbeats (default: %(default)s)")
     a.add_argument("--missed-heartbeats", type=int, default=3,

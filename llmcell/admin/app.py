@@ -27,8 +27,10 @@ from llmcell.admin.cell_routes import cell_routes
 from llmcell.admin.errors import admin_error_handlers
 from llmcell.admin.key_routes import key_routes
 from llmcell.admin.keys import KeyStore
+from llmcell.admin.leadership import Leadership
 from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
+from llmcell.admin.standby import StandbyGuard
 from llmcell.admin.tenant_routes import tenant_routes
 from llmcell.admin.tenants import TenantStore
 from llmcell.batch.blobs import Blobs
@@ -42,6 +44,7 @@ from llmcell.metrics.admin import AdminCollector
 
 RULES = [
     ("*", "/health", OPEN),
+    ("GET", "/ready", OPEN),
     ("*", "/cell/*", CELL_ONLY),
     ("GET", "/metrics", "viewer"),
     ("GET", "/prometheus/targets", "viewer"),
@@ -58,22 +61,28 @@ def _auth_error(scope, e: AuthError) -> Response:
                         headers={"WWW-Authenticate": "Bearer"} if e.status == 401 else None)
 
 
-def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
+def create_admin_app(config: AdminConfig, registry: CellRegistry,
+                     leadership: Leadership | None = None) -> Starlette:
+    """`leadership`: who leads among admins sharing the database (default: elected among
+    those on this database; on SQLite this admin always leads)."""
+    if leadership is None:
+        leadership = Leadership(registry.store.db, config.advertised, config.leader_lease)
     probe = httpx.AsyncClient(**config.security.client(timeout=1.0))
-    keys = KeyStore(registry.store.db,
-                    read_key(config.master_key_file) if config.master_key_file else None)
-    if config.bootstrap_admin_key is not None:
-        keys.ensure(config.bootstrap_admin_key, "admin", "admin")
-    tenants = TenantStore(registry.store.db)
+    with registry.store.db.unfenced():  # what every admin ensures at start, leader or not
+        keys = KeyStore(registry.store.db,
+                        read_key(config.master_key_file) if config.master_key_file else None)
+        if config.bootstrap_admin_key is not None:
+            keys.ensure(config.bootstrap_admin_key, "admin", "admin")
+        tenants = TenantStore(registry.store.db)
+        batches = BatchStore(registry.store.db)
     audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"))
     cached: list = [None, -1]  # the key table, and the store version it was made at
 
     def key_table() -> KeyTable:
-        if cached[1] != keys.version:
+        if cached[1] != keys.version or not leadership.is_leader:  # a standby reads afresh
             cached[:] = [KeyTable.of(keys.secret, keys.all()), keys.version]
         return cached[0]
 
-    batches = BatchStore(registry.store.db)
     blobs = Blobs(config.blobs)
     runner = None
     if config.batch_gateway is not None:
@@ -97,34 +106,52 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry) -> Starlette:
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "servers": len(registry.servers),
-                             "models": len(registry.store.all())})
+                             "models": len(registry.store.all()),
+                             "leader": leadership.leader, "leading": leadership.is_leader})
+
+    async def ready(request: Request) -> Response:
+        """200 on the leader only: a Service over the admins sends its calls there."""
+        if leadership.is_leader:
+            return JSONResponse({"status": "leader", "token": registry.store.db.token})
+        return JSONResponse({"status": "standby", "leader": leadership.leader}, 503)
 
     @asynccontextmanager
     async def lifespan(app):
         async def upkeep():
             while True:
                 await asyncio.sleep(config.heartbeat_interval / 2)
-                registry.tick(time.monotonic())
+                if leadership.is_leader:
+                    registry.tick(time.monotonic())
 
-        tasks = [asyncio.create_task(upkeep())]
-        if runner is not None:
-            tasks.append(asyncio.create_task(runner.run()))
+        batch_task: list[asyncio.Task] = []
+
+        def role(leading: bool) -> None:
+            """Only the leader places replicas and runs batches."""
+            for task in batch_task:
+                task.cancel()
+            batch_task.clear()
+            registry.lead(time.monotonic())
+            if leading and runner is not None:
+                batch_task.append(asyncio.create_task(runner.run()))
+
+        tasks = [asyncio.create_task(upkeep()), asyncio.create_task(leadership.run(role))]
         try:
             yield
         finally:
-            for task in tasks:
+            for task in tasks + batch_task:
                 task.cancel()
             await probe.aclose()
             if runner is not None:
                 await runner.gateway.aclose()
 
-    middleware = []
+    middleware = [Middleware(StandbyGuard, leadership=leadership)]
     if config.security.auth:
         middleware.append(Middleware(AuthMiddleware, authenticator=Authenticator(
             config.security.cell_token, key_table), rules=RULES, default="admin",
             error=_auth_error))
     return Starlette(routes=[
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
         *model_routes(config, registry, audit),
         *cell_routes(config, registry, probe),

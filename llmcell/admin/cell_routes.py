@@ -69,7 +69,13 @@ def cell_routes(config: AdminConfig, registry: CellRegistry,
         gateway = request.headers.get("x-llmcell-gateway")
         if gateway and gateway.startswith(("http://", "https://")) and len(gateway) < 256:
             gateways[gateway] = now()
-        return JSONResponse(registry.routes().to_json())
+        view = registry.routes()
+        if not any(view.models.values()) and now() < registry.grace_until:
+            # just started or just took over: the servers are re-registering; a gateway keeps
+            # the view it has rather than routing to nobody
+            return JSONResponse({"detail": "the admin's servers are re-registering"}, 503,
+                                headers={"Retry-After": "1"})
+        return JSONResponse(view.to_json())
 
     async def prometheus_targets(request: Request) -> Response:
         """Prometheus http_sd_configs: one job finds the admin, gateways and model servers."""

@@ -45,6 +45,14 @@ class StateUnavailable(RuntimeError):
     """The state database cannot be reached now (the admin answers 503 and tries again)."""
 
 
+class Fenced(RuntimeError):
+    """This admin does not hold the leader's lease (any more): its writes are refused."""
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+_FENCE = "SELECT 1 FROM leader WHERE id = 1 AND token = %s FOR SHARE"
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -68,6 +76,10 @@ class Database:
         self._conn = connect()
         self._lock_file = lock_file
         self._mutex = threading.RLock()
+        self.fencing = False
+        """Set by the leader election (PostgreSQL): every write then carries `token`."""
+        self.token: int | None = None
+        self._unfenced = 0
 
     # ---- opening ---------------------------------------------------------------------------
     @classmethod
@@ -122,7 +134,20 @@ class Database:
         with self._mutex:
             if self.dialect == "sqlite":
                 return self._conn.execute(self.sql(text), params)
+            if self.fencing and not self._unfenced and text.lstrip().upper().startswith(_WRITES):
+                return self._pg(lambda conn: self._fenced(conn, self.sql(text), params))
             return self._pg(lambda conn: conn.execute(self.sql(text), params))
+
+    def _fenced(self, conn, text: str, params):
+        """The write and the leader's token checked in one transaction: the token's row is
+        share-locked, so a takeover (which updates it) waits for this write or comes first and
+        refuses it. A deposed leader that wakes up writes nothing."""
+        if self.token is None:
+            raise Fenced("this admin is not the leader")
+        with conn.transaction():
+            if conn.execute(_FENCE, (self.token,)).fetchone() is None:
+                raise Fenced(f"this admin's lease (token {self.token}) was taken over")
+            return conn.execute(text, params)
 
     def _pg(self, call):
         import psycopg
@@ -157,12 +182,23 @@ class Database:
                 with self._conn.transaction():
                     yield
 
+    @contextmanager
+    def unfenced(self) -> Iterator[None]:
+        """Writes any admin may make, leader or not: migrations and what start-up ensures
+        (idempotent, and the same from every admin)."""
+        with self._mutex:
+            self._unfenced += 1
+            try:
+                yield
+            finally:
+                self._unfenced -= 1
+
     # ---- migrations ------------------------------------------------------------------------
     def migrate(self, component: str, steps: list[Migration]) -> list[int]:
         """Apply the steps of `component` this database lacks, in order; the versions applied."""
         self.execute(_MIGRATIONS)
         applied = []
-        with self.transaction():
+        with self.unfenced(), self.transaction():
             if self.dialect == "postgresql":
                 self.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
             have = {v for (v,) in self.execute(

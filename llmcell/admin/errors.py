@@ -7,7 +7,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmcell.admin.database import StateUnavailable
+from llmcell.admin.database import Fenced, StateUnavailable
 from llmcell.admin.registry import Conflict, NotFound
 from llmcell.edge.body import read_json
 from llmcell.edge.errors import error_response
@@ -62,6 +62,11 @@ async def _on_state_unavailable(request: Request, exc: StateUnavailable) -> Resp
                         503, headers={"Retry-After": "1"})
 
 
+async def _on_fenced(request: Request, exc: Fenced) -> Response:
+    return JSONResponse({"detail": f"this admin no longer leads ({exc}); retry: the cell's "
+                                   "other admin takes the call"}, 503, headers={"Retry-After": "1"})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
@@ -69,5 +74,6 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 def admin_error_handlers() -> dict:
     return {AdminError: _on_admin_error, APIError: _on_api_error, WireError: _on_wire_error,
             NotFound: _on_not_found, Conflict: _on_conflict,
-            StateUnavailable: _on_state_unavailable, HTTPException: _on_http_error,
+            StateUnavailable: _on_state_unavailable, Fenced: _on_fenced,
+            HTTPException: _on_http_error,
             Exception: _on_unexpected}

@@ -86,6 +86,13 @@ class CellRegistry:
     def assigned(self, server_id: str) -> tuple[Assignment, ...]:
         return self.servers[server_id].assigned
 
+    def lead(self, now: float) -> None:
+        """This admin has just become the leader: forget any servers it knew and wait one
+        liveness period for them to report what they hold (nothing is loaded twice)."""
+        self.servers.clear()
+        self.grace_until = now + self.dead_after
+        self.version += 1
+
     def tick(self, now: float) -> list[str]:
         """Periodic upkeep: drop servers silent for longer than `dead_after` (their replicas get
         re-placed) and re-plan, which places pending replicas once the start-up grace is over."""

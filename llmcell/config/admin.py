@@ -22,7 +22,14 @@ class AdminConfig:
     state_path: Path = Path("admin.sqlite3")
     """The SQLite state file (one admin's); beside it, by default, the audit log and files."""
     state_url: str | None = None
-    """A PostgreSQL URL: the state lives there instead, shared by the admins that name it."""
+    """A PostgreSQL URL: the state lives there instead, shared by the admins that name it; one
+    of them leads (elected), the others stand by."""
+    advertise: str | None = None
+    """The URL the other admins and the members reach this admin at (default scheme://host:port);
+    a standby points callers at the leader's."""
+    leader_lease: float = 5.0
+    """Seconds the leader's lease lasts unrenewed: a standby takes over at most this long after
+    the leader stops."""
     heartbeat_interval: float = 1.0
     """Seconds between a server's heartbeats (the admin tells servers this value)."""
     missed_heartbeats: int = 3
@@ -87,8 +94,16 @@ class AdminConfig:
         if self.state_url is not None and not self.state_url.startswith(
                 ("postgresql://", "postgres://")):
             raise ValueError(f"state_url={self.state_url!r} must be a postgresql:// URL")
+        if not 0.5 <= self.leader_lease <= 120:
+            raise ValueError(f"leader_lease={self.leader_lease} must be in [0.5, 120] seconds")
+        if self.advertise is not None and not self.advertise.startswith(("http://", "https://")):
+            raise ValueError(f"advertise={self.advertise!r} must be an http(s) URL")
         if not 0 < self.lease_ttl <= 600:
             raise ValueError(f"lease_ttl={self.lease_ttl} must be in (0, 600] seconds")
+
+    @property
+    def advertised(self) -> str:
+        return (self.advertise or f"{self.security.scheme}://{self.host}:{self.port}").rstrip("/")
 
     @property
     def state(self) -> str | Path:

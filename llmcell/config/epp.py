@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmcell.config.admins import admin_urls
 from llmcell.config.gateway import POLICIES
 from llmcell.config.security import CellSecurity
 
@@ -43,8 +44,7 @@ class EppConfig:
         for name in ("port", "metrics_port", "health_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{name}={getattr(self, name)} is not a TCP port")
-        if not self.admin.startswith(("http://", "https://")):
-            raise ValueError(f"admin={self.admin!r} must be an http(s) URL")
+        admin_urls(self.admin)
         if self.bounded_load < 1.0:
             raise ValueError(f"bounded_load={self.bounded_load} must be >= 1.0")
         if self.prefix_chars < 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmcell.config.admins import admin_urls
 from llmcell.config.security import CellSecurity
 
 POLICIES = ("round_robin", "least_load", "prefix_affinity", "kv_affinity")
@@ -72,8 +73,7 @@ class GatewayConfig:
             raise ValueError(f"sax_compat={self.sax_compat!r} is not one of {DIALECTS}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} is not a TCP port")
-        if not self.admin.startswith(("http://", "https://")):
-            raise ValueError(f"admin={self.admin!r} must be an http(s) URL")
+        admin_urls(self.admin)
         if self.view_interval <= 0:
             raise ValueError(f"view_interval={self.view_interval} must be > 0")
         if not 0 <= self.retries <= 10:

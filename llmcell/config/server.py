@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from llmcell.config.admins import admin_urls
 from llmcell.config.engine import EngineConfig
 from llmcell.config.security import CellSecurity
 
@@ -112,8 +113,8 @@ class ServerConfig:
             raise ValueError(f"max_queue={self.max_queue} must be >= 0")
         if self.memory_bytes <= 0:
             raise ValueError(f"memory_bytes={self.memory_bytes} must be positive")
-        if self.admin is not None and not self.admin.startswith(("http://", "https://")):
-            raise ValueError(f"admin={self.admin!r} must be an http(s) URL")
+        if self.admin is not None:
+            admin_urls(self.admin)
         if not 0 <= self.engine_nice <= 19:
             raise ValueError(f"engine_nice={self.engine_nice} must be in [0, 19]")
         if self.drain_timeout < 0:

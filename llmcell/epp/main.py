@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 
 from llmcell.config.epp import EppConfig
 from llmcell.config.gateway import GatewayConfig
+from llmcell.edge.admin_client import admin_client
 from llmcell.edge.auth import Authenticator
 from llmcell.epp.picker import Pick, Picker, Refusal
 from llmcell.epp.service import EndpointPicker
@@ -41,8 +42,7 @@ class EppProcess:
                  admin_transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         member = config.security.client
-        self.admin = httpx.AsyncClient(**member(base_url=config.admin.rstrip("/"), timeout=10.0,
-                                                transport=admin_transport))
+        self.admin = admin_client(config.security, config.admin, 10.0, admin_transport)
         self.replicas = httpx.AsyncClient(**member(timeout=30.0))
         view_config = GatewayConfig(admin=config.admin, host=config.host, policy=config.policy,
                                     view_interval=config.view_interval, security=config.security)

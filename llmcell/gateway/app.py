@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from llmcell.config.gateway import GatewayConfig
+from llmcell.edge.admin_client import admin_client
 from llmcell.gateway.admin_proxy import admin_proxy_routes
 from llmcell.gateway.admission import Admission
 from llmcell.gateway.forward import Forwarder
@@ -41,8 +42,7 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                        ) -> Starlette:
     """The transports default to the network's (tests pass in-process ones)."""
     member = config.security.client  # the gateway's own calls carry the credential and the CA
-    admin = httpx.AsyncClient(**member(base_url=config.admin.rstrip("/"), timeout=10.0,
-                                       transport=admin_transport))
+    admin = admin_client(config.security, config.admin, 10.0, admin_transport)
     replicas = httpx.AsyncClient(**member(
         timeout=httpx.Timeout(config.request_timeout, connect=2.0),
         limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),

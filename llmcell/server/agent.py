@@ -20,6 +20,7 @@ from typing import Callable
 import httpx
 
 from llmcell.config.server import ServerConfig
+from llmcell.edge.admin_client import admin_client
 from llmcell.protocol.cell import (FAILED, LOADING, READY, Assignment, ReplicaReport, ServerInfo)
 from llmcell.server.backend import ModelBackend
 from llmcell.server.host import ModelHost
@@ -45,8 +46,7 @@ class CellAgent:
                                config.memory_bytes, config.group.size, models)
         self.replicas: dict[Assignment, _Replica] = {}
         self.interval = 1.0
-        self.client = httpx.AsyncClient(**config.security.client(
-            base_url=config.admin.rstrip("/"), timeout=5.0))
+        self.client = admin_client(config.security, config.admin, 5.0)
         self.registered = False
 
     def reports(self) -> list[dict]:
