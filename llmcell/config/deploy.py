@@ -120,6 +120,9 @@ class RenderConfig:
     """PersistentVolumeClaim holding the weights, mounted read-only at /models."""
     admin_storage: str = "1Gi"
     storage_class: str | None = None
+    state_secret: str | None = None
+    """Secret whose key `url` is a PostgreSQL URL: the admin runs 2 replicas on it (one leads,
+    elected; the other stands by), instead of one on SQLite."""
     batch_blobs: str | None = None
     """Where batch files' bytes live (`gs://bucket/prefix`, `s3://...`; the image needs the
     fsspec filesystem, gcsfs or s3fs); default: the admin's state volume."""
@@ -141,6 +144,7 @@ class RenderConfig:
             raise ValueError(f"cert_manager_kind={self.cert_manager_kind!r} is not ClusterIssuer "
                              "or Issuer")
         for field in ("gcp_service_account", "api_keys_secret", "cell_secret", "tls_secret",
+                      "state_secret",
                       "cert_manager_issuer", "hf_token_secret",
                       "model_pvc", "storage_class"):
             value = getattr(self, field)
@@ -168,6 +172,9 @@ class RenderConfig:
                              "PodDisruptionBudget keeps one up)")
         if self.gpus_per_pod is not None and not 1 <= self.gpus_per_pod <= 16:
             raise ValueError(f"gpus_per_pod={self.gpus_per_pod} must be between 1 and 16")
+        if self.state_secret is not None and self.batch_blobs is None:
+            raise ValueError("state_secret: admins that share PostgreSQL need files both can "
+                             "read; give --batch-blobs gs://bucket/prefix (or s3://...)")
         if self.batch_blobs is not None and "://" not in self.batch_blobs:
             raise ValueError(f"batch_blobs={self.batch_blobs!r} must be a URL such as "
                              "gs://bucket/prefix (the default keeps them on the state volume)")

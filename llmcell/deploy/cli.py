@@ -91,7 +91,7 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         cert_manager_kind=args.cert_manager_kind,
         hf_token_secret=args.hf_token_secret, model_pvc=args.model_pvc,
         admin_storage=args.admin_storage, storage_class=args.storage_class,
-        batch_blobs=args.batch_blobs)
+        batch_blobs=args.batch_blobs, state_secret=args.state_secret)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -173,6 +173,9 @@ def add_deploy_parsers(sub) -> None:
     c.add_argument("--batch-blobs", default=None, metavar="URL",
                    help="where batch files live: gs://bucket/prefix, s3://... (default: the "
                         "admin's state volume)")
+    c.add_argument("--state-secret", default=None,
+                   help="Secret (key url) with a PostgreSQL URL: 2 admins share it, one "
+                        "leading (needs --batch-blobs); only referenced")
     c.add_argument("--api-keys-secret", default=None,
                    help="Secret whose key admin-key is the first admin API key, stored by the "
                         "admin at start (make one with `llmcell keys new key`); only referenced")

@@ -67,6 +67,13 @@ def admin(cell: Cell) -> list:
             "--batch-gateway", cell.gateway_url,
             "--blobs", c.batch_blobs or "/var/lib/llmcell/files"]
     env = [cell.credential()]
+    replicas = 1
+    if c.state_secret:  # two admins on PostgreSQL: one leads, and only it is ready
+        state = args.index("--state") + 1
+        args[state] = "$(LLMCELL_STATE_URL)"
+        args += ["--advertise", f"http://$(POD_IP):{ADMIN_PORT}"]
+        env.append(EnvVar.secret_ref("LLMCELL_STATE_URL", c.state_secret, "url"))
+        replicas = 2
     mounts = [VolumeMount("state", "/var/lib/llmcell")]
     volumes = [SCRATCH[0]]
     if cell.gateway_tls_secret:  # trust the gateway's certificate (its Secret's ca.crt)
@@ -76,7 +83,7 @@ def admin(cell: Cell) -> list:
     if c.api_keys_secret:  # the first admin key, so the cell can be managed from the start
         env.append(EnvVar.secret_ref("LLMCELL_ADMIN_KEY", c.api_keys_secret, "admin-key"))
     container = http_container("admin", c.image, args, ADMIN_PORT, small_resources(), env,
-                               mounts=mounts)
+                               mounts=mounts, ready_path="/ready")
     claim = {"metadata": {"name": "state"},
              "spec": {"accessModes": ["ReadWriteOnce"],
                       "resources": {"requests": {"storage": c.admin_storage}},
@@ -88,8 +95,10 @@ def admin(cell: Cell) -> list:
         Service(cell.meta("admin"), ServiceSpec(cell.selector("admin"),
                                                 [ServicePort("http", ADMIN_PORT, "http")])),
         StatefulSet(cell.meta("admin"), StatefulSetSpec(
-            LabelSelector(cell.selector("admin")), name, pod, [claim])),
-    ]
+            LabelSelector(cell.selector("admin")), name, pod, [claim], replicas)),
+    ] + ([PodDisruptionBudget(cell.meta("admin"), {
+        "minAvailable": 1, "selector": {"matchLabels": cell.selector("admin")}})]
+        if replicas > 1 else [])
 
 
 def gateway(cell: Cell) -> list:

@@ -143,3 +143,21 @@ def test_every_rendered_llmcell_command_line_parses(case):
                 except SystemExit:
                     raise AssertionError(f"{d['kind']}/{d['metadata']['name']}/{c['name']}: "
                                          f"llmcell {' '.join(args)}") from None
+
+
+def test_admins_on_postgresql_are_two_and_only_the_leader_is_ready():
+    docs = manifests(config_for(CASES["cpu-builtin-ha-admin"]))
+    (admin,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    assert admin["spec"]["replicas"] == 2
+    container = admin["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    assert args[args.index("--state") + 1] == "$(LLMCELL_STATE_URL)"
+    assert "--advertise" in args
+    env = {e["name"]: e for e in container["env"]}
+    assert env["LLMCELL_STATE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "llmcell-postgres", "key": "url", "optional": False}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert any(d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-admin")
+               for d in docs)
+    with pytest.raises(ValueError, match="batch-blobs"):
+        config_for(["--target", "cpu", "--state-secret", "pg"])

@@ -55,6 +55,8 @@ CASES: dict[str, list[str]] = {
     "cpu-builtin-smollm2": ["--target", "cpu", "--monitoring", "prometheus-operator",
                             "--api-keys-secret", "llmcell-api-keys", "--tls-secret", "llmcell-tls",
                             "--gateway-api"],
+    "cpu-builtin-ha-admin": ["--target", "cpu", "--state-secret", "llmcell-postgres",
+                             "--batch-blobs", "gs://bucket/llmcell"],
     "cpu-builtin-epp-kv": ["--target", "cpu", "--gateway-api", "--inference-pool", "--policy",
                            "kv_affinity"],
     "cpu-vllm-bare": ["--target", "cpu", "--engine", "vllm", "--monitoring", "none",
