@@ -70,9 +70,10 @@ def cell_routes(config: AdminConfig, registry: CellRegistry,
         if gateway and gateway.startswith(("http://", "https://")) and len(gateway) < 256:
             gateways[gateway] = now()
         view = registry.routes()
-        if not any(view.models.values()) and now() < registry.grace_until:
-            # just started or just took over: the servers are re-registering; a gateway keeps
-            # the view it has rather than routing to nobody
+        if not any(view.models.values()) and now() < registry.grace_until \
+                and registry.store.all():
+            # just started or took over with models published: the servers are re-registering;
+            # a gateway keeps the view it has rather than routing to nobody
             return JSONResponse({"detail": "the admin's servers are re-registering"}, 503,
                                 headers={"Retry-After": "1"})
         return JSONResponse(view.to_json())

@@ -40,16 +40,22 @@ class CellView:
         """Tenants' own limits and weights, followed with the keys."""
 
     async def refresh(self) -> None:
+        """Routes, then keys; each kept as it was when the admin does not answer for it (a new
+        leader answers keys at once but routes only once its servers re-registered)."""
+        ok = True
         try:
             r = await self.client.get("/cell/routes", headers=self.headers)
             r.raise_for_status()
             self.view = RouteView.from_json(r.json())
-            if self.config.security.auth:
-                await self._refresh_keys()
             self.updated = time.monotonic()
-            self.admin_ok = True
         except (httpx.HTTPError, ValueError):
-            self.admin_ok = False  # keep serving (and authenticating) from the last view
+            ok = False  # keep serving from the last view
+        if self.config.security.auth:
+            try:
+                await self._refresh_keys()
+            except (httpx.HTTPError, ValueError):
+                ok = False  # keep authenticating with the last table
+        self.admin_ok = ok
 
     async def _refresh_keys(self) -> None:
         r = await self.client.get("/cell/keys")
