@@ -75,7 +75,8 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
             keys.ensure(config.bootstrap_admin_key, "admin", "admin")
         tenants = TenantStore(registry.store.db)
         batches = BatchStore(registry.store.db)
-    audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"))
+    audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"),
+                  registry.store.db)
     cached: list = [None, -1]  # the key table, and the store version it was made at
 
     def key_table() -> KeyTable:

@@ -39,6 +39,8 @@ def admin(tmp_path, state):
         return repr(rows).encode()
 
     client.stored = stored
+    client.audit_entries = lambda: [json.loads(e) for (e,) in store.db.execute(
+        "SELECT entry FROM audit ORDER BY seq")]
     yield client
     store.close()
 
@@ -141,6 +143,7 @@ def test_admin_actions_are_audited_without_secrets(admin):
         ("publish", record["id"], "/sax/test/m", "refused"),
         ("unpublish", "key_x", "/sax/test/m", "ok")]
     assert lines[-1]["tenant"] == "team-b"  # a member names the caller it acts for
+    assert admin.audit_entries() == lines  # the database holds the same trail
 
 
 def server(sid: str, address: str) -> dict:
