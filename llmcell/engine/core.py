@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ from llmcell.engine.outputs import (CompletionOutput, RequestMetrics, RequestOut
                                     TokenLogprob)
 from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.runner import ModelRunner
+from llmcell.engine.sampling.grammar import GrammarCompiler
 from llmcell.engine.scheduler import Scheduler
 from llmcell.engine.sequence import Sequence
 from llmcell.engine.stats import EngineStats
@@ -94,6 +96,10 @@ class EngineCore:
         self.device = device
         self.load_seconds = time.monotonic() - started
         self._requests: dict[str, _Request] = {}
+        self.grammars = GrammarCompiler(self.tokenizer, self.model.full_vocab)
+        self._compiling: dict[str, Future] = {}
+        """Guided requests whose grammar compiles (off the step): scheduled once it has."""
+        self._refused: list[tuple[str, str]] = []
         self._seq_ids = itertools.count()
         self._prompt_tokens = 0
         self._generation_tokens = 0
@@ -186,14 +192,44 @@ class EngineCore:
             outs.append(out)
         self._requests[request_id] = _Request(request_id, list(prompt_token_ids), params, seqs,
                                               detoks, outs)
+        if params.guided is not None:
+            self._compiling[request_id] = self.grammars.submit(params.guided)
+            return
         for seq in seqs:
             self.scheduler.add(seq)
+
+    def _admit_compiled(self) -> None:
+        """Schedule the guided requests whose grammars have compiled (waiting briefly for one
+        when nothing else runs); a grammar that fails refuses its request (`take_refused`)."""
+        if not self.scheduler.has_work():
+            wait(list(self._compiling.values()), timeout=0.01, return_when=FIRST_COMPLETED)
+        for rid, future in list(self._compiling.items()):
+            if not future.done():
+                continue
+            del self._compiling[rid]
+            req = self._requests[rid]
+            try:
+                grammar = future.result()
+            except ValueError as e:
+                del self._requests[rid]
+                self._refused.append((rid, str(e)))
+                continue
+            for seq in req.seqs:
+                seq.grammar = grammar
+                self.scheduler.add(seq)
+
+    def take_refused(self) -> list[tuple[str, str]]:
+        """(request id, reason) of requests refused after they were added (their grammar did
+        not compile); each is reported once."""
+        refused, self._refused = self._refused, []
+        return refused
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Stop a request now and free its blocks; returns its final output."""
         req = self._requests.get(request_id)
         if req is None:
             return None
+        self._compiling.pop(request_id, None)
         for seq, out in zip(req.seqs, req.outputs):
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
@@ -202,7 +238,7 @@ class EngineCore:
         return self._emit(req)
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work()
+        return self.scheduler.has_work() or bool(self._compiling)
 
     @property
     def num_requests(self) -> int:
@@ -210,6 +246,8 @@ class EngineCore:
 
     # ---- stepping ---------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
+        if self._compiling:
+            self._admit_compiled()
         started = time.monotonic()
         plan = self.scheduler.schedule()
         result = self.runner.execute(plan)

@@ -52,6 +52,8 @@ class LLM:
             for out in self.core.step():
                 if out.finished:
                     final[out.request_id] = out
+            for rid, reason in self.core.take_refused():
+                raise ValueError(f"{rid}: {reason}")
         return [final[rid] for rid in ids]
 
     def chat(self, conversations: list[dict] | list[list[dict]],

@@ -73,6 +73,7 @@ def run(core, channel: Channel) -> None:
                 took = time.monotonic() - started
                 finished = sum(out.finished for out in stepped)
                 outputs += stepped
+                errors += [RequestError(rid, reason) for rid, reason in core.take_refused()]
         except Exception as e:  # a failed step must not leave callers waiting forever
             channel.send(Dead(f"engine step failed: {e!r}"))
             return

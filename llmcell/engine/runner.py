@@ -138,12 +138,14 @@ class ModelRunner:
             if c.sample:
                 sample_rows.append(row - 1)
                 s = c.seq
-                rows.append(SamplingRow(s.seq_id, s.params, s.prompt_token_ids, s.output_token_ids))
+                rows.append(SamplingRow(s.seq_id, s.params, s.prompt_token_ids, s.output_token_ids,
+                                        s.grammar, s.eos_token_ids))
         idx = torch.tensor(sample_rows, device=self.device) if rows else None
+        masks = self.sampler.guided.begin(rows, self.model.full_vocab)  # while the model runs
         logits = self.run_model(input_ids, positions, meta, idx)
         if logits is None:
             return result
-        for r, tok in zip(rows, self.sampler(logits, rows)):
+        for r, tok in zip(rows, self.sampler(logits, rows, masks)):
             result.sampled[r.seq_id] = tok
         return result
 

@@ -53,6 +53,8 @@ class Sequence:
     finish_reason: str | None = None
     stop_reason: str | int | None = None
     times: SequenceTimes = field(default_factory=SequenceTimes)
+    grammar: object | None = None
+    """The compiled grammar its output follows (guided decoding), set before it is scheduled."""
 
     def __post_init__(self) -> None:
         if not self.times.arrival:

@@ -75,7 +75,8 @@ class KVFollower:
         tk = found[1]
         try:
             if chat:
-                ids = chat_prompt_ids(tk, request.messages, request.add_generation_prompt)
+                ids = chat_prompt_ids(tk, request.messages, request.add_generation_prompt,
+                                      request.tool_dicts())
             elif len(request.prompts) == 1:
                 ids = completion_prompt_ids(tk, request.prompts[0])
             else:

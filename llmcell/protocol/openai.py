@@ -8,17 +8,18 @@ ignore_eos, stop_token_ids) are accepted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmcell.protocol.errors import APIError, invalid
+from llmcell.protocol.guided import parse_guided
 from llmcell.protocol.sampling import Range, SamplingError, SamplingParams
+from llmcell.protocol.tools import ToolSet, parse_tools, tool_call_message
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 MAX_PROMPTS = 64
 """Prompts one /v1/completions request may hold."""
-CHAT_UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias",
-                    "response_format", "audio", "prediction")
+CHAT_UNSUPPORTED = ("functions", "function_call", "logit_bias", "audio", "prediction")
 COMPLETION_UNSUPPORTED = ("suffix", "logit_bias")
 """Fields refused when given a value (empty or null is allowed): never silently ignored."""
 CONTINUATION = "llmcell_continuation"
@@ -35,7 +36,8 @@ class Continuation:
 @dataclass
 class ChatRequest:
     model: str
-    messages: list[dict[str, str]]
+    messages: list[dict]
+    """{role, content} each; an assistant's may hold `tool_calls`, a tool's `tool_call_id`."""
     sampling: SamplingParams
     stream: bool = False
     include_usage: bool = False
@@ -44,6 +46,12 @@ class ChatRequest:
     return_token_ids: bool = False
     """vLLM's field: each choice (each stream chunk's) carries its token ids."""
     continuation: Continuation | None = None
+    tools: ToolSet | None = None
+    """The tools the model may call (None: none, or `tool_choice` none)."""
+
+    def tool_dicts(self) -> list[dict] | None:
+        """The tools offered, as the chat template receives them."""
+        return None if self.tools is None else [t.openai() for t in self.tools.tools]
 
 
 @dataclass
@@ -145,8 +153,9 @@ def parse_sampling(body: dict, *, chat: bool) -> SamplingParams:
     else:
         logprobs = _int(body, "logprobs", 0, COMPLETIONS_MAX_LOGPROBS)
     given = {name: body[name] for name in SAMPLING_FIELDS if body.get(name) is not None}
+    guided = parse_guided(body)
     try:
-        return SamplingParams(max_tokens=max_tokens, logprobs=logprobs, **given)
+        return SamplingParams(max_tokens=max_tokens, logprobs=logprobs, guided=guided, **given)
     except SamplingError as e:
         param = names.get(e.param, e.param)
         raise invalid(f"'{param}' {e.rule}", param) from None
@@ -194,10 +203,25 @@ def _content(message: dict, i: int) -> str:
             texts.append(part["text"])
         return "".join(texts)
     if content is None and message.get("role") == "assistant":
-        if message.get("tool_calls"):
-            raise invalid(f"messages[{i}]: tool calls are not supported", f"messages[{i}]")
         return ""
     raise invalid(f"{param} must be a string or a list of text parts", param)
+
+
+def _message(m: dict, i: int, role: str) -> dict:
+    message = {"role": "system" if role == "developer" else role, "content": _content(m, i)}
+    calls = m.get("tool_calls")
+    if role == "assistant" and calls:
+        if not isinstance(calls, list):
+            raise invalid(f"'messages[{i}].tool_calls' must be a list", f"messages[{i}].tool_calls")
+        message["tool_calls"] = [tool_call_message(c, f"messages[{i}].tool_calls[{k}]")
+                                 for k, c in enumerate(calls)]
+    if role == "tool":
+        call_id = m.get("tool_call_id")
+        if not isinstance(call_id, str) or not call_id:
+            raise invalid(f"'messages[{i}].tool_call_id' is required for a tool message",
+                          f"messages[{i}].tool_call_id")
+        message["tool_call_id"] = call_id
+    return message
 
 
 def parse_chat(body: Any) -> ChatRequest:
@@ -216,16 +240,21 @@ def parse_chat(body: Any) -> ChatRequest:
         if role not in ROLES:
             raise invalid(f"messages[{i}].role must be one of {', '.join(ROLES)}; got {role!r}",
                           f"messages[{i}].role")
-        parsed.append({"role": "system" if role == "developer" else role,
-                       "content": _content(m, i)})
+        parsed.append(_message(m, i, role))
     stream = _bool(body, "stream")
     sampling = parse_sampling(body, chat=True)
+    tools = parse_tools(body)
+    if tools is not None and (guide := tools.guide()) is not None:
+        if sampling.guided is not None:
+            raise invalid(f"'tool_choice' {tools.choice!r} forces tool calls; it cannot be "
+                          f"combined with '{sampling.guided.param}'", "tool_choice")
+        sampling = replace(sampling, guided=guide)
     return ChatRequest(model=model, messages=parsed, sampling=sampling,
                        stream=stream, include_usage=_stream_options(body, stream),
                        user=_str(body, "user"),
                        add_generation_prompt=_bool(body, "add_generation_prompt", True),
                        return_token_ids=_bool(body, "return_token_ids"),
-                       continuation=_continuation(body, sampling))
+                       continuation=_continuation(body, sampling), tools=tools)
 
 
 def parse_completion(body: Any) -> CompletionRequest:

@@ -50,16 +50,45 @@ _STREAM = {"stream": {"type": ["boolean", "null"]},
 _TEXT_PART = {"type": "object", "required": ["type", "text"],
               "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}
 _MESSAGE = {"type": "object", "required": ["role", "content"], "properties": {
-    "role": {"enum": list(ROLES)},
+    "role": {"enum": [r for r in ROLES if r != "tool"]},
     "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": _TEXT_PART}]}}}
 _TOKENS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
 
 _ABSENT = {"enum": [None, False, [], {}], "description": "not supported: give no value"}
+_SCHEMA = {"type": "object", "description": "a JSON schema"}
+RESPONSE_FORMAT = {"oneOf": [
+    {"type": "object", "required": ["type"], "properties": {"type": {"const": "text"}}},
+    {"type": "object", "required": ["type"], "properties": {"type": {"const": "json_object"}}},
+    {"type": "object", "required": ["type", "json_schema"], "properties": {
+        "type": {"const": "json_schema"},
+        "json_schema": {"type": "object", "required": ["name"], "properties": {
+            "name": {"type": "string"}, "strict": {"type": ["boolean", "null"]},
+            "schema": _SCHEMA}}}},
+    {"type": "null"}]}
+_FUNCTION = {"type": "object", "required": ["type", "function"], "properties": {
+    "type": {"const": "function"},
+    "function": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        "description": {"type": "string"}, "parameters": _SCHEMA}}}}
+_GUIDED = {"guided_json": {"oneOf": [_SCHEMA, {"type": "null"}]},
+           "guided_regex": {"type": ["string", "null"], "minLength": 1},
+           "guided_choice": {"type": ["array", "null"], "minItems": 1,
+                             "items": {"type": "string", "minLength": 1}},
+           "guided_grammar": {"type": ["string", "null"], "minLength": 1},
+           "response_format": RESPONSE_FORMAT}
+_TOOLS = {"tools": {"type": ["array", "null"], "items": _FUNCTION},
+          "tool_choice": {"oneOf": [{"enum": ["none", "auto", "required"]}, {
+              "type": "object", "required": ["type", "function"], "properties": {
+                  "type": {"const": "function"}, "function": {
+                      "type": "object", "required": ["name"],
+                      "properties": {"name": {"type": "string"}}}}}, {"type": "null"}]},
+          "parallel_tool_calls": {"type": ["boolean", "null"]}}
 
 CHAT = {"type": "object", "required": ["model", "messages"], "properties": {
     **{name: _ABSENT for name in CHAT_UNSUPPORTED},
     "model": {"type": "string"}, "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-    "add_generation_prompt": {"type": ["boolean", "null"]}, **_sampling(True), **_STREAM}}
+    "add_generation_prompt": {"type": ["boolean", "null"]}, **_sampling(True), **_STREAM,
+    **_GUIDED, **_TOOLS}}
 COMPLETION = {"type": "object", "required": ["model", "prompt"], "properties": {
     **{name: _ABSENT for name in COMPLETION_UNSUPPORTED},
     "model": {"type": "string"},
@@ -68,7 +97,7 @@ COMPLETION = {"type": "object", "required": ["model", "prompt"], "properties": {
         {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS,
          "items": {"type": "string", "minLength": 1}},
         _TOKENS, {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": _TOKENS}]},
-    "echo": {"type": ["boolean", "null"]}, **_sampling(False), **_STREAM}}
+    "echo": {"type": ["boolean", "null"]}, **_sampling(False), **_STREAM, **_GUIDED}}
 
 OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type", "param", "code"],

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from llmcell.protocol.guided import Guided
+
 MAX_N = 16
 MAX_STOP = 16
 MAX_LOGPROBS = 20
@@ -98,6 +100,8 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     priority: int = 0
     """Lower runs first (as vLLM's): the gateway sets 0 for the interactive band, 1 for batch."""
+    guided: Guided | None = None
+    """What the output must match (a JSON schema, regex, choice or grammar), or None."""
 
     def __post_init__(self) -> None:
         for name, rule in RANGES.items():
@@ -115,6 +119,8 @@ class SamplingParams:
             raise SamplingError("stop_token_ids", "must be a list of non-negative integer token "
                                                   "ids") from None
         object.__setattr__(self, "stop_token_ids", ids)
+        if self.guided is not None and not isinstance(self.guided, Guided):
+            raise SamplingError("guided", f"must be a Guided, got {self.guided!r}")
         for name in ("ignore_eos", "skip_special_tokens", "include_stop_str_in_output"):
             if not isinstance(getattr(self, name), bool):
                 raise SamplingError(name, f"must be a boolean, got {getattr(self, name)!r}")

@@ -25,6 +25,7 @@ from llmcell.protocol.errors import APIError, invalid
 from llmcell.protocol.openai import (CONTINUATION, ChatRequest, CompletionRequest, Continuation,
                                     usage)
 from llmcell.protocol.sampling import ContextLengthError, SamplingParams, check_request
+from llmcell.server.guide_check import GuideChecker
 from llmcell.server import responses as R
 from llmcell.server.backend import Load, PrefixCacheSource, Reply
 from llmcell.server.metrics import ServerMetrics
@@ -43,6 +44,7 @@ class BuiltinBackend:
         self._collector = None
         self._in_flight = 0
         self._limit = config.engine_config.max_num_seqs + config.max_queue
+        self._guides: GuideChecker | None = None
 
     # ---- life cycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -54,6 +56,8 @@ class BuiltinBackend:
             core = await asyncio.get_running_loop().run_in_executor(None, self._load)
             self.engine = AsyncEngine(core)  # a group's leader: its core drives the workers
         self.max_model_len = self.engine.max_model_len
+        self._guides = GuideChecker(self.engine.tokenizer, self.engine.vocab_size, self.metrics,
+                                    self.model_name)
         self._collector = self.metrics.bind_engine(self.engine, self.model_name)
         async for _ in self.engine.generate([1, 2, 3], SamplingParams(max_tokens=2), "warmup"):
             pass
@@ -132,7 +136,8 @@ class BuiltinBackend:
 
     def _chat_prompt(self, req: ChatRequest) -> list[int]:
         try:
-            return chat_prompt_ids(self.engine.tokenizer, req.messages, req.add_generation_prompt)
+            return chat_prompt_ids(self.engine.tokenizer, req.messages, req.add_generation_prompt,
+                                   req.tool_dicts())
         except ChatTemplateError as e:
             raise invalid(str(e), "messages") from None
 
@@ -188,13 +193,16 @@ class BuiltinBackend:
         prompt = self._chat_prompt(req)
         params = self._fit(prompt, req.sampling, "messages")
         self._admit()
+        await self._guides.check(params.guided)
+        tools = req.tools.names() if req.tools is not None else None
+        failed = self._guides.tool_failures
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if req.stream:
             stream = self._submit(prompt, params, rid, req.continuation)
             body = chat_events(self._outputs(stream), Stream(
                 rid, created, self.model_name, params.n, req.include_usage,
-                req.return_token_ids))
+                req.return_token_ids), tools, failed)
             return self._streaming(body, [stream])
         self._in_flight += 1
         try:
@@ -205,7 +213,11 @@ class BuiltinBackend:
             raise APIError(503, str(e)) from None
         finally:
             self._in_flight -= 1
-        choices = [R.chat_choice(o.index, o, req.return_token_ids) for o in final.outputs]
+        choices = []
+        for o in final.outputs:
+            choice, failures = R.chat_choice(o.index, o, req.return_token_ids, tools)
+            failed(failures)
+            choices.append(choice)
         return Reply(body={"id": rid, "object": "chat.completion", "created": created,
                            "model": self.model_name, "choices": choices,
                            "usage": usage(len(prompt), final.num_generated_tokens),
@@ -230,6 +242,7 @@ class BuiltinBackend:
         prompts = [self._completion_prompt(p) for p in req.prompts]
         params = [self._fit(p, req.sampling, "prompt") for p in prompts]
         self._admit()
+        await self._guides.check(req.sampling.guided)
         rid = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         echoes = [self.engine.tokenizer.decode(p) if req.echo else "" for p in prompts]

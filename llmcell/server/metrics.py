@@ -111,6 +111,19 @@ class ServerMetrics:
                                labels + ["finished_reason"], registry=r)
         self.http = Counter("llmcell:http_requests", "HTTP requests by route and status.",
                             ["route", "status"], registry=r)
+        self.guided = Counter("llmcell:guided_requests", "Requests with guided decoding, by "
+                              "kind (json_schema, json_object, regex, choice, grammar, lark: "
+                              "forced tool calls).", labels + ["kind"], registry=r)
+        self.grammar_compile = Histogram("llmcell:grammar_compile_seconds",
+                                         "Time to compile a grammar not yet cached.", labels,
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.grammar_errors = Counter("llmcell:grammar_errors",
+                                      "Guided requests refused: their schema or grammar does "
+                                      "not compile.", labels, registry=r)
+        self.tool_parse_failures = Counter("llmcell:tool_call_parse_failures",
+                                           "Tool-call blocks in answers that were not a call of "
+                                           "a given function (left in the content).", labels,
+                                           registry=r)
 
     def bind_engine(self, engine, model: str):
         if not self.enabled:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from llmcell.engine.outputs import CompletionOutput, RequestMetrics, TokenLogprob
 from llmcell.protocol.openai import token_bytes
+from llmcell.server import tool_calls
 
 
-def finish_reason(out: CompletionOutput) -> str | None:
+def finish_reason(out: CompletionOutput, called: bool = False) -> str | None:
+    """OpenAI's reason: `length`, or `tool_calls` when the answer ended with calls, else `stop`."""
     if out.finish_reason is None:
         return None
-    return "length" if out.finish_reason == "length" else "stop"
+    if out.finish_reason == "length":
+        return "length"
+    return "tool_calls" if called else "stop"
 
 
 def chat_logprobs(items: list[TokenLogprob]) -> dict:
@@ -30,13 +34,19 @@ def completion_logprobs(items: list[TokenLogprob], offset: int) -> dict:
     return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
 
 
-def chat_choice(index: int, out: CompletionOutput, token_ids: bool = False) -> dict:
-    choice = {"index": index, "message": {"role": "assistant", "content": out.text},
+def chat_choice(index: int, out: CompletionOutput, token_ids: bool = False,
+                tools: list[str] | None = None) -> tuple[dict, int]:
+    """(the choice, tool-call blocks that did not parse); `tools`: the functions offered, whose
+    calls the text may hold."""
+    message, failures = {"role": "assistant", "content": out.text}, 0
+    if tools is not None:
+        message, failures = tool_calls.message(out.text, tools)
+    choice = {"index": index, "message": message,
               "logprobs": chat_logprobs(out.logprobs) if out.logprobs is not None else None,
-              "finish_reason": finish_reason(out)}
+              "finish_reason": finish_reason(out, "tool_calls" in message)}
     if token_ids:
         choice["token_ids"] = list(out.token_ids)
-    return choice
+    return choice, failures
 
 
 def completion_choice(index: int, out: CompletionOutput, prefix: str = "",

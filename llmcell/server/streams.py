@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from llmcell.edge.sse import DONE, event
 from llmcell.engine.outputs import RequestOutput
 from llmcell.protocol.openai import usage
 from llmcell.server import responses as R
+from llmcell.server.tool_calls import ToolCallParser, delta
 
 
 @dataclass(frozen=True)
@@ -31,39 +32,58 @@ class Stream:
     can continue the answer on another replica)."""
 
 
-async def chat_events(outputs: AsyncIterator[RequestOutput], s: Stream) -> AsyncIterator[bytes]:
+async def chat_events(outputs: AsyncIterator[RequestOutput], s: Stream,
+                      tools: list[str] | None = None,
+                      failed: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+    """`tools`: the names of the functions offered: calls in the text leave as `tool_calls`
+    deltas; `failed(n)` learns of blocks that were not calls."""
     roles = [event(R.chat_chunk(s.rid, s.created, s.model, {
         "index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
         "finish_reason": None}, s.with_usage)) for i in range(s.n)]
+    parsers = [ToolCallParser(tools) for _ in range(s.n)] if tools is not None else None
     final, ended = None, False
     async for out in outputs:
         chunks = list(roles) if final is None else []
         final = out
         for o in out.outputs:
-            if not o.delta_text and (o.logprobs is None or not o.delta_logprobs) and not (
+            text, calls = o.delta_text, []
+            if parsers is not None:
+                before = len(parsers[o.index].calls)
+                text, calls = parsers[o.index].feed(text, final=o.finish_reason is not None)
+                calls = [delta(before + k, c) for k, c in enumerate(calls)]
+            if not text and not calls and (o.logprobs is None or not o.delta_logprobs) and not (
                     s.token_ids and o.delta_token_ids):
                 continue
             choice = {"index": o.index,
-                      "delta": {"content": o.delta_text} if o.delta_text else {},
+                      "delta": {"content": text} if text else {},
                       "logprobs": R.chat_logprobs(o.delta_logprobs)
                       if o.logprobs is not None else None, "finish_reason": None}
+            if calls:
+                choice["delta"]["tool_calls"] = calls
             if s.token_ids:
                 choice["token_ids"] = list(o.delta_token_ids)
             chunks.append(event(R.chat_chunk(s.rid, s.created, s.model, choice, s.with_usage)))
         if out.finished:
-            chunks += _chat_ending(out, s)
+            chunks += _chat_ending(out, s, parsers)
             ended = True
         if chunks:
             yield b"".join(chunks)
     if not ended and final is not None:
-        yield b"".join(_chat_ending(final, s))
+        yield b"".join(_chat_ending(final, s, parsers))
+    if parsers is not None and failed is not None:
+        failed(sum(p.failures for p in parsers))
 
 
-def _chat_ending(final: RequestOutput, s: Stream) -> list[bytes]:
+def _chat_ending(final: RequestOutput, s: Stream,
+                 parsers: list[ToolCallParser] | None = None) -> list[bytes]:
     """The closing chunk of each choice (its finish_reason), the usage chunk if asked, DONE."""
+    def reason(o) -> str:
+        called = parsers is not None and parsers[o.index].calls
+        return R.finish_reason(o, bool(called)) or "stop"
+
     chunks = [event(R.chat_chunk(s.rid, s.created, s.model, {
         "index": o.index, "delta": {}, "logprobs": None,
-        "finish_reason": R.finish_reason(o) or "stop"}, s.with_usage)) for o in final.outputs]
+        "finish_reason": reason(o)}, s.with_usage)) for o in final.outputs]
     if s.with_usage:
         chunks.append(event({"id": s.rid, "object": "chat.completion.chunk",
                              "created": s.created, "model": s.model, "choices": [],

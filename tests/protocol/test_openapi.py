@@ -47,6 +47,9 @@ def _accepts(path: str, method: str, parse, error) -> None:
         except error as e:  # only rules the document cannot state may refuse a valid body
             assert any(w in str(e) for w in ("'top_logprobs' requires", "'best_of'", "'echo'",
                                              "must not be empty", "tool calls",
+                                             "give one output format", "needs 'tools'",
+                                             "cannot be combined", "which is not in 'tools'",
+                                             "names a function twice",
                                              "'stream_options' is only allowed")), e
     check()
 

@@ -75,7 +75,7 @@ def test_context_window_gives_both_numbers(server):
     (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
      ["text parts"]),
     (b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [{"a": 1}]}',
-     ["tools", "not supported"]),
+     ["tools[0]", "function"]),
     (b'{"model": "m", "messages": [{"role": "user", "content": "\xff\xfe"}]}', ["UTF-8"]),
 ])
 def test_malformed_chat_requests_are_400(server, body, words):

@@ -9,12 +9,14 @@ temperature), as OpenAI and vLLM report them.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import torch
 
-from llmcell.protocol.sampling import SamplingParams
+from llmcell.engine.sampling.guided import GuidedRows
 from llmcell.engine.scheduler.plan import SampledToken
+from llmcell.protocol.sampling import SamplingParams
 
 
 @dataclass
@@ -23,6 +25,9 @@ class SamplingRow:
     params: SamplingParams
     prompt_token_ids: list[int]
     output_token_ids: list[int]
+    grammar: object | None = None
+    """The compiled grammar the row's tokens must follow (engine/sampling/grammar.py)."""
+    eos_token_ids: frozenset[int] = frozenset()
 
 
 class Sampler:
@@ -31,10 +36,12 @@ class Sampler:
         self._generators: dict[int, torch.Generator] = {}
         self._shared = torch.Generator(device=device)
         self._shared.manual_seed(seed)
+        self.guided = GuidedRows()
 
     def release(self, seq_ids: list[int]) -> None:
         for s in seq_ids:
             self._generators.pop(s, None)
+        self.guided.release(seq_ids)
 
     def _generator(self, row: SamplingRow, vocab: int) -> torch.Generator:
         """A seeded sequence's generator, made at its first draw. A sequence resumed from
@@ -52,7 +59,9 @@ class Sampler:
         return g
 
     @torch.inference_mode()
-    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow]) -> list[SampledToken]:
+    def __call__(self, logits: torch.Tensor, rows: list[SamplingRow],
+                 masks: Future | None = None) -> list[SampledToken]:
+        """`masks`: the guided rows' masks, begun with `guided.begin(rows)`."""
         n = logits.shape[0]
         want_logprobs = [r.params.logprobs for r in rows]
         raw_logprobs = None
@@ -63,6 +72,8 @@ class Sampler:
             for i, r in enumerate(rows):
                 if r.params.has_penalties:
                     self._apply_penalties(logits[i], r)
+        if masks is not None:
+            logits = self.guided.apply(logits, masks)
 
         greedy = [r.params.greedy for r in rows]
         tokens = torch.empty(n, dtype=torch.long, device=logits.device)
@@ -78,6 +89,10 @@ class Sampler:
             tokens[ri] = self._sample_random(logits[ri], [rows[i] for i in r_idx])
 
         token_list = tokens.tolist()
+        if masks is not None:
+            for r, t in zip(rows, token_list):
+                if r.grammar is not None:
+                    self.guided.advance(r.seq_id, t)
         out = [SampledToken(t) for t in token_list]
         if raw_logprobs is not None:
             for i, k in enumerate(want_logprobs):
