@@ -31,6 +31,7 @@ from llmcell.admin.leadership import Leadership
 from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
 from llmcell.admin.standby import StandbyGuard
+from llmcell.admin.response_store import ResponseStore, response_routes
 from llmcell.admin.tenant_routes import tenant_routes
 from llmcell.admin.tenants import TenantStore
 from llmcell.batch.blobs import Blobs
@@ -75,6 +76,7 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
             keys.ensure(config.bootstrap_admin_key, "admin", "admin")
         tenants = TenantStore(registry.store.db)
         batches = BatchStore(registry.store.db)
+        responses = ResponseStore(registry.store.db, config.response_retention)
     audit = Audit(config.audit_path or config.state_path.with_suffix(".audit.jsonl"),
                   registry.store.db)
     cached: list = [None, -1]  # the key table, and the store version it was made at
@@ -159,4 +161,5 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
         *key_routes(config, keys, tenants, audit),
         *tenant_routes(config, keys, tenants, audit),
         *batch_routes(config, registry, batches, blobs, lambda: runner is not None),
+        *response_routes(responses, max(config.max_body_bytes, 16 << 20)),
     ], lifespan=lifespan, exception_handlers=admin_error_handlers(), middleware=middleware)

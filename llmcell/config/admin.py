@@ -65,6 +65,8 @@ class AdminConfig:
     """The largest upload, and the most lines (requests) a batch's input may have."""
     batch_concurrency: int = 0
     """Batch requests in flight at once (0: as many as the cell's replicas have slots)."""
+    response_retention: float = 30 * 86400
+    """Seconds a stored Responses API answer (and its conversation) is kept (OpenAI: 30 days)."""
 
     def __post_init__(self) -> None:
         self.security.check_exposure(self.host)
@@ -86,6 +88,9 @@ class AdminConfig:
             raise ValueError(f"max_file_bytes={self.max_file_bytes} must be >= 1")
         if self.max_file_lines < 1:
             raise ValueError(f"max_file_lines={self.max_file_lines} must be >= 1")
+        if not 60 <= self.response_retention <= 365 * 86400:
+            raise ValueError(f"response_retention={self.response_retention} must be in "
+                             f"[60, {365 * 86400}] seconds")
         if self.batch_concurrency < 0:
             raise ValueError(f"batch_concurrency={self.batch_concurrency} must be >= 0")
         if self.batch_gateway is not None and not self.batch_gateway.startswith(

@@ -109,7 +109,7 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                                config.retries, cache,
                                lambda model: metrics.resumed.labels(model).inc(),
                                lambda model, outcome: metrics.cache.labels(model, outcome).inc(),
-                               kv),
+                               kv, admin),
                 *admin_proxy_routes(admin, config.max_file_bytes)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,

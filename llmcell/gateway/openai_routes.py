@@ -12,6 +12,7 @@ import json
 import time
 from typing import AsyncIterator
 
+import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,6 +24,7 @@ from llmcell.gateway.route_inputs import route_inputs
 from llmcell.gateway.usage import UsageTap, reservation, tokens_of
 from llmcell.gateway.view import CellView
 from llmcell.gateway.response_cache import Cached, ResponseCache, cacheable, directives
+from llmcell.gateway.responses_routes import responses_routes
 from llmcell.gateway.resume import Resumable
 from llmcell.protocol.openai import CONTINUATION, model_card, parse_chat, parse_completion
 from llmcell.edge.auth import check_model, principal_of
@@ -35,9 +37,11 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
                   prefix_chars: int, default_reserve: int, retries: int,
                   cache: ResponseCache, on_resumed=lambda model: None,
                   on_cache=lambda model, outcome: None,
-                  kv: KVFollower | None = None) -> list[Route]:
+                  kv: KVFollower | None = None,
+                  admin: httpx.AsyncClient | None = None) -> list[Route]:
     """`on_resumed(model)`: a stream went on on another replica; `on_cache(model, "hit" or
-    "miss")`: a cacheable request (metrics); `kv`: what the replicas cache (kv_affinity)."""
+    "miss")`: a cacheable request (metrics); `kv`: what the replicas cache (kv_affinity);
+    `admin`: where stored responses live (the Responses API; None: not served)."""
     created = int(time.time())  # the cards' `created`: when this gateway started serving
 
     def cache_key(request: Request, model: str, body: dict) -> tuple[str | None, bool]:
@@ -66,8 +70,10 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
             return EventStreamResponse(_replayed(hit.body), headers=headers)
         return Response(hit.body, media_type="application/json", headers=headers)
 
-    async def generate(request: Request, chat: bool) -> Response:
-        body = await read_openai_json(request, max_body)
+    async def generate(request: Request, chat: bool, body: dict | None = None) -> Response:
+        """`body`: given by another route of the gateway (the Responses API), else read."""
+        if body is None:
+            body = await read_openai_json(request, max_body)
         req = (parse_chat if chat else parse_completion)(body)
         model = view.resolve(req.model)
         check_model(request, model)
@@ -85,8 +91,9 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
             return Response(status_code=CLIENT_CLOSED)
         forward = dict(body, model=model, priority=admitted.priority)  # the band, not the body's
         forward.pop(CONTINUATION, None)  # between the cell's members only
-        movable = req.stream and req.sampling.n == 1 and (chat or (len(req.prompts) == 1
-                                                                   and not req.echo))
+        movable = req.stream and req.sampling.n == 1 and (  # not with tools: the server
+            (chat and req.tools is None)  # holds back tool-call text, so what the client saw
+            or (not chat and len(req.prompts) == 1 and not req.echo))  # is not its tokens
         if movable:
             forward["return_token_ids"] = True
         if req.stream and admitted.counts_tokens and not req.include_usage:
@@ -160,6 +167,8 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", model, methods=["GET"]),
+        *(responses_routes(lambda request, body: generate(request, True, body), admin,
+                           max_body) if admin is not None else []),
     ]
 
 

@@ -99,6 +99,34 @@ COMPLETION = {"type": "object", "required": ["model", "prompt"], "properties": {
         _TOKENS, {"type": "array", "minItems": 1, "maxItems": MAX_PROMPTS, "items": _TOKENS}]},
     "echo": {"type": ["boolean", "null"]}, **_sampling(False), **_STREAM, **_GUIDED}}
 
+_INPUT_ITEM = {"type": "object", "properties": {
+    "type": {"enum": ["message", "function_call", "function_call_output"]},
+    "role": {"enum": ["user", "assistant", "system", "developer"]},
+    "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {
+        "type": "object", "required": ["type", "text"],
+        "properties": {"type": {"enum": ["input_text", "output_text"]},
+                       "text": {"type": "string"}}}}]}}}
+RESPONSES = {"type": "object", "required": ["model", "input"], "properties": {
+    "model": {"type": "string", "minLength": 1},
+    "input": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1,
+                                             "items": _INPUT_ITEM}]},
+    "instructions": {"type": ["string", "null"]},
+    "max_output_tokens": _number(RANGES["max_tokens"]),
+    "temperature": _number(RANGES["temperature"]), "top_p": _number(RANGES["top_p"]),
+    "stream": {"type": ["boolean", "null"]}, "store": {"type": ["boolean", "null"]},
+    "previous_response_id": {"type": ["string", "null"], "minLength": 1},
+    "text": {"type": ["object", "null"], "properties": {"format": {"oneOf": [
+        {"type": "object", "required": ["type"],
+         "properties": {"type": {"enum": ["text", "json_object"]}}},
+        {"type": "object", "required": ["type", "schema"], "properties": {
+            "type": {"const": "json_schema"}, "name": {"type": "string"},
+            "schema": _SCHEMA, "strict": {"type": ["boolean", "null"]}}}]}}},
+    "tools": {"type": ["array", "null"], "items": {
+        "type": "object", "required": ["type", "name"], "properties": {
+            "type": {"const": "function"},
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "parameters": _SCHEMA}}}}}
+
 OPENAI_ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type", "param", "code"],
     "properties": {"message": {"type": "string"}, "type": {"type": "string"},
@@ -164,6 +192,9 @@ def gateway_openapi() -> dict:
         "/v1/chat/completions": {"post": _operation("Chat completion", CHAT, o, "user")},
         "/v1/completions": {"post": _operation("Text completion", COMPLETION, o, "user")},
         "/v1/models": {"get": _operation("Models with an active replica", None, o, "viewer")},
+        "/v1/responses": {"post": _operation("Create a response (Responses API; also GET and "
+                                             "DELETE /v1/responses/{id})", RESPONSES, o,
+                                             "user")},
         "/v1/batches": {"post": _operation("Create a batch from an uploaded file (also: "
                                            "/v1/files, /v1/batches/{id}, .../cancel)", BATCH, o,
                                            "user", inference=False),
