@@ -84,7 +84,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            batch_gateway=args.batch_gateway, blob_url=args.blobs,
                            max_file_bytes=args.max_file_bytes,
                            max_file_lines=args.max_file_lines,
-                           batch_concurrency=args.batch_concurrency))
+                           batch_concurrency=args.batch_concurrency,
+                           response_retention=args.response_retention * 86400))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -167,6 +168,8 @@ def add_cell_parsers(sub) -> None:
                    help="the most requests in a batch's input (default: %(default)s)")
     a.add_argument("--batch-concurrency", type=int, default=0,
                    help="batch requests in flight (default: 0, the cell's replica slots)")
+    a.add_argument("--response-retention", type=float, default=30.0, metavar="DAYS",
+                   help="days a stored Responses API answer is kept (default: %(default)s)")
     add_security_flags(a)
     a.set_defaults(func=cmd_admin)
 

@@ -142,13 +142,14 @@ class CellRegistry:
         return out
 
     def routes(self) -> RouteView:
-        models, checkpoints = {}, {}
+        models, checkpoints, sources = {}, {}, {}
         for spec in self.store.all():
             models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting,
                                           r.max_model_len, r.slots)
                                   for rec, r in self._ready(spec.model)]
             checkpoints[spec.model] = spec.checkpoint
-        return RouteView(self.version, models, checkpoints)
+            sources[spec.model] = spec.model_path
+        return RouteView(self.version, models, checkpoints, sources)
 
     def servers_json(self, now: float) -> list[dict]:
         return [dict(rec.info.to_json(), seconds_since_heartbeat=round(now - rec.last_seen, 3),

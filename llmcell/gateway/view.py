@@ -75,6 +75,8 @@ class CellView:
         """A Sax path, or the last component of one, to the published Sax path."""
         if name in self.view.models:
             return name
+        if "/" + name in self.view.models:  # /v1/models/sax/...: the path without its slash
+            return "/" + name
         matches = [m for m in self.view.models if m.rsplit("/", 1)[-1] == name]
         if len(matches) == 1:
             return matches[0]

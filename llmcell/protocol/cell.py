@@ -142,17 +142,21 @@ class RouteView:
     models: dict[str, list[Replica]] = field(default_factory=dict)
     checkpoints: dict[str, str] = field(default_factory=dict)
     """Each model's checkpoint (what a cached answer was made with)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Each model's `model_path` (the model cards' `root`: where its tokenizer comes from)."""
 
     def to_json(self) -> dict:
         return {"version": self.version,
                 "models": {m: [r.to_json() for r in rs] for m, rs in self.models.items()},
-                "checkpoints": self.checkpoints}
+                "checkpoints": self.checkpoints, "sources": self.sources}
 
     @classmethod
     def from_json(cls, data: Any) -> "RouteView":
         models = _get(data, "models", dict)
-        checkpoints = data.get("checkpoints", {}) if isinstance(data, dict) else {}
+        def names(key: str) -> dict[str, str]:
+            found = data.get(key, {}) if isinstance(data, dict) else {}
+            return {str(m): str(c) for m, c in found.items()} if isinstance(found, dict) else {}
+
         return cls(_get(data, "version", int),
                    {m: [Replica(**r) for r in rs] for m, rs in models.items()},
-                   {str(m): str(c) for m, c in checkpoints.items()}
-                   if isinstance(checkpoints, dict) else {})
+                   names("checkpoints"), names("sources"))

@@ -304,9 +304,15 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def model_card(model_id: str, created: int, max_model_len: int, owned_by: str = "llmcell") -> dict:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by,
+def model_card(model_id: str, created: int, max_model_len: int, owned_by: str = "llmcell",
+               root: str | None = None) -> dict:
+    """An OpenAI model card with vLLM's extras: `max_model_len`, and `root`, the model it serves
+    (`llmcell tokenizer export ROOT DIR` gives client tools its tokenizer)."""
+    card = {"id": model_id, "object": "model", "created": created, "owned_by": owned_by,
             "max_model_len": max_model_len}
+    if root:
+        card["root"] = root
+    return card
 
 
 def not_found_model(model: str, available: list[str]) -> APIError:

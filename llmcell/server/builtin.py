@@ -38,6 +38,8 @@ class BuiltinBackend:
         self.config = config
         self.metrics = metrics
         self.model_name = config.model_name
+        self.source = config.engine_config.model
+        """The model it serves (its card's `root`)."""
         self.max_model_len = 0
         self.engine: EngineClient | None = None
         self._ready = False

@@ -52,12 +52,14 @@ def openai_routes(state: ServerState) -> list[Route]:
         return await generate(request, parse_completion, "complete")
 
     async def models(request: Request) -> Response:
-        cards = [model_card(b.model_name, state.created, b.max_model_len) for b in host.ready()]
+        cards = [model_card(b.model_name, state.created, b.max_model_len,
+                            root=getattr(b, "source", None)) for b in host.ready()]
         return JSONResponse({"object": "list", "data": cards})
 
     async def model(request: Request) -> Response:
         b = host.get(request.path_params["model_id"])
-        return JSONResponse(model_card(b.model_name, state.created, b.max_model_len))
+        return JSONResponse(model_card(b.model_name, state.created, b.max_model_len,
+                                       root=getattr(b, "source", None)))
 
     async def tokenize(request: Request) -> Response:
         body = await read_openai_json(request, max_body)

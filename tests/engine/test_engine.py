@@ -59,12 +59,13 @@ def test_64_mixed_requests_match_each_run_alone(checkpoint, dtype):
 
 def test_seeded_sampling_is_independent_of_batch(llm):
     p = SamplingParams(max_tokens=24, temperature=0.9, top_p=0.95, top_k=50, seed=1234)
-    alone = llm.generate(["Tell me a story about a cat."], p)[0].outputs[0].text
+    alone = llm.generate(["Once upon a time, a small cat"], p)[0].outputs[0].text
+    assert len(alone) > 20  # a story, not an early end of text
     others = SamplingParams(max_tokens=30, temperature=1.0)
-    batch = llm.generate(["Tell me a story about a cat.", "Hello there", "Numbers: 1, 2,"],
+    batch = llm.generate(["Once upon a time, a small cat", "Hello there", "Numbers: 1, 2,"],
                          [p, others, others])
     assert batch[0].outputs[0].text == alone
-    different = llm.generate(["Tell me a story about a cat."],
+    different = llm.generate(["Once upon a time, a small cat"],
                              SamplingParams(max_tokens=24, temperature=0.9, top_p=0.95,
                                             top_k=50, seed=99))
     assert different[0].outputs[0].text != alone

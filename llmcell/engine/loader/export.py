@@ -54,12 +54,40 @@ def export_hf_dir(ck: Checkpoint, out: str | Path, dtype: torch.dtype = torch.bf
     sd = {k: v.to(dtype).contiguous() for k, v in
           hf_state_dict(ck.weights, c.tie_word_embeddings).items()}
     save_file(sd, str(out / "model.safetensors"), metadata={"format": "pt"})
+    export_tokenizer_dir(tk, c.max_position_embeddings, out)
+    return out
+
+
+def export_tokenizer_dir(tk, max_len: int, out: str | Path) -> Path:
+    """The tokenizer as a Hugging Face directory (`tokenizer.json`, `tokenizer_config.json`
+    with the chat template, `special_tokens_map.json`): what `AutoTokenizer.from_pretrained`
+    and the load tools built on it (guidellm, aiperf) read."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     tk.save(out / "tokenizer.json")
+    special = {"bos_token": tk.bos_token or None, "eos_token": tk.eos_token or None,
+               "pad_token": tk.eos_token or None}
     tok_cfg = {
-        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": c.max_position_embeddings,
-        "bos_token": tk.bos_token or None, "eos_token": tk.eos_token or None,
-        "pad_token": tk.eos_token or None, "add_bos_token": tk.add_bos,
+        "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_len,
+        **special, "add_bos_token": tk.add_bos,
         "chat_template": tk.chat_template, "clean_up_tokenization_spaces": False,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
+    (out / "special_tokens_map.json").write_text(json.dumps(
+        {k: v for k, v in special.items() if v}, indent=2))
     return out
+
+
+def load_tokenizer(model: str):
+    """(the model's tokenizer, its context length) without loading its weights."""
+    from llmcell.engine.loader.gguf_file import GGUFFile
+    from llmcell.engine.loader.registry import resolve_model_path
+    from llmcell.engine.loader.weights import gguf_model_config, hf_model_config
+    from llmcell.tokenizer.tokenizer import Tokenizer
+
+    path = resolve_model_path(model)
+    if path.is_dir():
+        config, eos = hf_model_config(path)
+        return Tokenizer.from_hf_dir(path, eos), config.max_position_embeddings
+    f = GGUFFile(path)
+    return Tokenizer.from_gguf(f, path), gguf_model_config(f).max_position_embeddings

@@ -12,10 +12,10 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import llguidance as llg
+import numpy as np
 import torch
 from llguidance.torch import fill_next_token_bitmask_par
 
-_SHIFTS = torch.arange(32, dtype=torch.int32)
 
 
 class GuidedRows:
@@ -66,12 +66,16 @@ class GuidedRows:
         """`logits` (changed in place) with the tokens each guided row may not take at -inf."""
         row_ids, mask, done, eos = pending.result()
         vocab = logits.shape[1]
-        banned = ((mask.unsqueeze(2) >> _SHIFTS) & 1).eq(0).flatten(1)[:, :vocab]
+        bits = np.unpackbits(mask.numpy().view(np.uint8), axis=1, bitorder="little")
+        banned = torch.from_numpy(bits[:, :vocab]).eq(0)
         for k in done:
             banned[k] = True
             banned[k, eos[k]] = False
+        banned = banned.to(logits.device)
+        if len(row_ids) == logits.shape[0]:  # every row guided: in place
+            return logits.masked_fill_(banned, float("-inf"))
         rows = torch.tensor(row_ids, device=logits.device)
-        logits[rows] = logits[rows].masked_fill(banned.to(logits.device), float("-inf"))
+        logits[rows] = logits[rows].masked_fill(banned, float("-inf"))
         return logits
 
     def advance(self, seq_id: int, token: int) -> None:
