@@ -50,6 +50,7 @@ RULES = [
     ("GET", "/metrics", "viewer"),
     ("GET", "/prometheus/targets", "viewer"),
     ("GET", "/models*", "viewer"),
+    ("GET", "/autoscaler/events", "viewer"),
     ("*", "/v1/files*", "user"),
     ("*", "/v1/batches*", "user"),
 ]

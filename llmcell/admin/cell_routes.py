@@ -69,7 +69,7 @@ def cell_routes(config: AdminConfig, registry: CellRegistry,
         gateway = request.headers.get("x-llmcell-gateway")
         if gateway and gateway.startswith(("http://", "https://")) and len(gateway) < 256:
             gateways[gateway] = now()
-        view = registry.routes()
+        view = registry.routes(now())
         if not any(view.models.values()) and now() < registry.grace_until \
                 and registry.store.all():
             # just started or took over with models published: the servers are re-registering;
@@ -77,6 +77,24 @@ def cell_routes(config: AdminConfig, registry: CellRegistry,
             return JSONResponse({"detail": "the admin's servers are re-registering"}, 503,
                                 headers={"Retry-After": "1"})
         return JSONResponse(view.to_json())
+
+    async def wake(request: Request) -> Response:
+        """A gateway holds requests for a model: waiting for its first replica (scaled to zero)
+        or for a slot (its replicas are full); the autoscaler counts them as waiting."""
+        data = await read_body(request, config.max_body_bytes)
+        model, held = (data.get("model"), data.get("held")) if isinstance(data, dict) else (0, 0)
+        if not isinstance(model, str) or isinstance(held, bool) or not isinstance(held, int) \
+                or held < 0:
+            raise WireError("the body must be {model: <a published model>, held: <requests>}")
+        gateway = request.headers.get("x-llmcell-gateway", "") or "unnamed"
+        registry.wake(model, gateway[:256], held, now())
+        spec = registry.model(model)
+        return JSONResponse({"model": model, "desired_replicas": spec.replicas})
+
+    async def leaving(request: Request) -> Response:
+        """A server is shutting down (SIGTERM, preemption): its replicas go elsewhere now."""
+        registry.leave(request.path_params["server_id"], now())
+        return JSONResponse({"server": request.path_params["server_id"], "leaving": True})
 
     async def prometheus_targets(request: Request) -> Response:
         """Prometheus http_sd_configs: one job finds the admin, gateways and model servers."""
@@ -91,6 +109,8 @@ def cell_routes(config: AdminConfig, registry: CellRegistry,
         Route("/cell/servers", servers, methods=["GET"]),
         Route("/cell/servers/{server_id:path}/heartbeat", heartbeat, methods=["POST"]),
         Route("/cell/servers/{server_id:path}/failed", failed, methods=["POST"]),
+        Route("/cell/servers/{server_id:path}/leaving", leaving, methods=["POST"]),
+        Route("/cell/wake", wake, methods=["POST"]),
         Route("/cell/routes", routes, methods=["GET"]),
         Route("/prometheus/targets", prometheus_targets, methods=["GET"]),
     ]

@@ -26,9 +26,19 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
     model_key = read_key(config.master_key_file) if config.master_key_file else None
 
     def listcell(spec: ModelSpec) -> dict:
-        return {"model": spec.model, "model_path": spec.model_path,
-                "checkpoint": spec.checkpoint, "max_replicas": spec.replicas,
-                "active_replicas": registry.active_replicas(spec.model)}
+        out = {"model": spec.model, "model_path": spec.model_path,
+               "checkpoint": spec.checkpoint, "max_replicas": spec.replicas,
+               "active_replicas": registry.active_replicas(spec.model)}
+        if spec.scaling is not None:
+            placeable = sum(1 for rec in registry.servers.values()
+                            if rec.info.can_load(spec.model_path) and not rec.leaving
+                            and rec.info.memory_bytes >= spec.memory_bytes)
+            last = registry.scaling.last.get(spec.model)
+            out["autoscaling"] = dict(spec.scaling.to_json(), desired_replicas=spec.replicas,
+                                      reason=last.reason if last else None,
+                                      placeable_replicas=placeable,
+                                      capped=spec.scaling.max_replicas > placeable)
+        return out
 
     async def sized(request: Request) -> ModelSpec:
         try:
@@ -41,7 +51,8 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
             if value == "None" or under_roots(value, config.model_roots):
                 continue
             if field == "model_path" and external is not None:  # a name an external engine serves
-                return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external)
+                return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external,
+                                 req.scaling)
             raise AdminError(400, f"model {req.model}: {field} {value!r} is not under a model root "
                                   "(the admin's --model-root folders) nor a built-in alias"
                                   + (", and no joined server's external engine serves it under "
@@ -55,9 +66,10 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
                 raise AdminError(400, f"model {req.model}: cannot load its source: {e}; nor does "
                                       "a joined server's external engine serve it under that "
                                       "name") from None
-            return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external)
+            return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas, external,
+                             req.scaling)
         return ModelSpec(req.model, req.model_path, req.checkpoint, req.replicas,
-                         size.memory_bytes)
+                         size.memory_bytes, req.scaling)
 
     def published(spec: ModelSpec) -> Response:
         registry.publish(spec, now())
@@ -101,7 +113,14 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
         return JSONResponse([listcell(s) for s in registry.store.all()
                              if not cell or s.model.startswith(cell + "/")])
 
+    async def scale_events(request: Request) -> Response:
+        """The autoscaler's recent decisions that changed a count, oldest first."""
+        model = request.query_params.get("model")
+        return JSONResponse([e for e in registry.scaling.events
+                             if model is None or e["model"] == model])
+
     return [
+        Route("/autoscaler/events", scale_events, methods=["GET"]),
         Route("/models", list_models, methods=["GET"]),
         Route("/models", publish, methods=["POST"]),
         Route("/models", update, methods=["PUT"]),

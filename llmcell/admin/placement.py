@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmcell.protocol.autoscaling import ScalingPolicy
 from llmcell.protocol.cell import Assignment
 
 
@@ -23,7 +24,9 @@ class ModelSpec:
     model_path: str
     checkpoint: str
     replicas: int
+    """The replicas it should have now (the autoscaler's count when it is scaled)."""
     memory_bytes: int
+    scaling: ScalingPolicy | None = None
 
     @property
     def assignment(self) -> Assignment:

@@ -7,9 +7,11 @@ reply to its next heartbeat. Times are passed in (monotonic seconds) so tests ca
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from llmcell.admin.autoscaler import LoadSample
 from llmcell.admin.placement import Holding, ModelSpec, ServerSlot, place
+from llmcell.admin.scaling import Autoscaling
 from llmcell.admin.store import ModelStore
 from llmcell.protocol.cell import (FAILED, READY, Assignment, Replica, ReplicaReport, RouteView,
                                    ServerInfo)
@@ -30,6 +32,9 @@ class ServerRecord:
     reports: tuple[ReplicaReport, ...] = ()
     assigned: tuple[Assignment, ...] = ()
     refused: set[Assignment] = field(default_factory=set)
+    leaving: bool = False
+    """It said it is shutting down (preempted, drained): nothing is placed on it and its
+    replicas are placed elsewhere at once, while it finishes what it runs."""
 
     def report_for(self, a: Assignment) -> ReplicaReport | None:
         return next((r for r in self.reports if r.assignment == a), None)
@@ -45,6 +50,9 @@ class CellRegistry:
         self.servers: dict[str, ServerRecord] = {}
         self.version = 0
         self.dead_events = 0
+        self.scaling = Autoscaling()
+        self.moved: dict[str, float] = {}
+        """Models whose replicas are being placed anew after a server left (when)."""
 
     # ---- servers -------------------------------------------------------------------------------
     def register(self, info: ServerInfo, reports: tuple[ReplicaReport, ...], now: float) -> None:
@@ -99,8 +107,59 @@ class CellRegistry:
         dead = [sid for sid, r in self.servers.items() if now - r.last_seen > self.dead_after]
         for sid in dead:
             self.mark_dead(sid, now)
+        self.autoscale(now)
         self._replan(now)
         return dead
+
+    # ---- autoscaling ---------------------------------------------------------------------------
+    def autoscale(self, now: float, only: str | None = None) -> bool:
+        """Sample each scaled model's load and apply the autoscaler's count; True if any
+        count changed (the caller re-plans)."""
+        changed = False
+        for spec in self.store.all():
+            if spec.scaling is None or (only is not None and spec.model != only):
+                continue
+            ready = [r for _, r in self._ready(spec.model)]
+            sample = LoadSample(now, len(ready), sum(r.running for r in ready),
+                                sum(r.waiting for r in ready),
+                                self.scaling.holding(spec.model, now),
+                                sum(r.kv_usage for r in ready),
+                                max((r.slots for r in ready), default=0))
+            d = self.scaling.observe(spec, sample, now)
+            if d.desired != spec.replicas:
+                self.store.put(replace(spec, replicas=d.desired))
+                changed = True
+        return changed
+
+    def wake(self, model: str, gateway: str, held: int, now: float) -> None:
+        """A gateway holds `held` requests for `model`, which has no ready replica."""
+        self.model(model)  # 404 when not published
+        self.scaling.wake(model, gateway, held, now)
+        if self.autoscale(now, only=model):
+            self._replan(now)
+
+    def leave(self, server_id: str, now: float) -> None:
+        """The server is shutting down: place its replicas elsewhere now."""
+        rec = self.servers.get(server_id)
+        if rec is None:
+            raise NotFound(server_id)
+        if not rec.leaving:
+            rec.leaving = True
+            for a in rec.assigned:
+                self.moved[a.model] = now
+            self._replan(now)
+
+    def cold(self, now: float) -> list[str]:
+        """Published models with no ready replica that are getting one (scaled to zero and
+        woken, or moving off a server that left): gateways hold their requests meanwhile."""
+        out = []
+        for spec in self.store.all():
+            if self._ready(spec.model):
+                continue
+            scaled_to_zero = spec.scaling is not None and spec.scaling.min_replicas == 0
+            if scaled_to_zero or now - self.moved.get(spec.model, -1e9) < 60:
+                out.append(spec.model)
+        return out
 
     def mark_dead(self, server_id: str, now: float) -> None:
         if self.servers.pop(server_id, None) is not None:
@@ -122,6 +181,7 @@ class CellRegistry:
     def unpublish(self, model: str, now: float) -> None:
         if not self.store.delete(model):
             raise NotFound(model)
+        self.scaling.forget(model)
         self._replan(now)
 
     def model(self, model: str) -> ModelSpec:
@@ -141,7 +201,7 @@ class CellRegistry:
                     out.append((rec, r))
         return out
 
-    def routes(self) -> RouteView:
+    def routes(self, now: float | None = None) -> RouteView:
         models, checkpoints, sources = {}, {}, {}
         for spec in self.store.all():
             models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting,
@@ -149,7 +209,8 @@ class CellRegistry:
                                   for rec, r in self._ready(spec.model)]
             checkpoints[spec.model] = spec.checkpoint
             sources[spec.model] = spec.model_path
-        return RouteView(self.version, models, checkpoints, sources)
+        return RouteView(self.version, models, checkpoints, sources,
+                         self.cold(now) if now is not None else [])
 
     def servers_json(self, now: float) -> list[dict]:
         return [dict(rec.info.to_json(), seconds_since_heartbeat=round(now - rec.last_seen, 3),
@@ -163,6 +224,9 @@ class CellRegistry:
         size = {s.assignment: s.memory_bytes for s in specs}
         slots = []
         for rec in self.servers.values():
+            if rec.leaving:  # nothing kept or placed there: its replicas go elsewhere
+                rec.assigned = ()
+                continue
             held = {a for a in rec.assigned}
             held |= {r.assignment for r in rec.reports if r.state != FAILED}
             held -= rec.refused

@@ -8,11 +8,13 @@ what they hold, and the admin adopts it (see placement).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from llmcell.admin.database import Database, Migration
 from llmcell.admin.placement import ModelSpec
+from llmcell.protocol.autoscaling import ScalingPolicy
 
 MIGRATIONS = [Migration(1, ("""CREATE TABLE IF NOT EXISTS models (
     model TEXT PRIMARY KEY,
@@ -21,7 +23,13 @@ MIGRATIONS = [Migration(1, ("""CREATE TABLE IF NOT EXISTS models (
     replicas INTEGER NOT NULL,
     memory_bytes {bigint} NOT NULL,
     updated {real} NOT NULL
-)""",))]
+)""",)), Migration(2, ("ALTER TABLE models ADD COLUMN scaling TEXT",))]
+_COLUMNS = "model, model_path, checkpoint, replicas, memory_bytes, scaling"
+
+
+def _spec(row) -> ModelSpec:
+    *fields, scaling = row
+    return ModelSpec(*fields, ScalingPolicy.from_json(json.loads(scaling)) if scaling else None)
 
 
 class ModelStore:
@@ -31,24 +39,23 @@ class ModelStore:
         self.db.migrate("models", MIGRATIONS)
 
     def all(self) -> list[ModelSpec]:
-        rows = self.db.execute("SELECT model, model_path, checkpoint, replicas, memory_bytes "
-                               "FROM models ORDER BY model").fetchall()
-        return [ModelSpec(*row) for row in rows]
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM models ORDER BY model").fetchall()
+        return [_spec(row) for row in rows]
 
     def get(self, model: str) -> ModelSpec | None:
-        row = self.db.execute("SELECT model, model_path, checkpoint, replicas, memory_bytes "
-                              "FROM models WHERE model = ?", (model,)).fetchone()
-        return ModelSpec(*row) if row else None
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM models WHERE model = ?",
+                              (model,)).fetchone()
+        return _spec(row) if row else None
 
     def put(self, spec: ModelSpec) -> None:
         self.db.execute(
-            "INSERT INTO models (model, model_path, checkpoint, replicas, memory_bytes, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
+            f"INSERT INTO models ({_COLUMNS}, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
             "model_path = excluded.model_path, checkpoint = excluded.checkpoint, "
             "replicas = excluded.replicas, memory_bytes = excluded.memory_bytes, "
-            "updated = excluded.updated",
+            "scaling = excluded.scaling, updated = excluded.updated",
             (spec.model, spec.model_path, spec.checkpoint, spec.replicas, spec.memory_bytes,
-             time.time()))
+             json.dumps(spec.scaling.to_json()) if spec.scaling else None, time.time()))
 
     def delete(self, model: str) -> bool:
         return self.db.execute("DELETE FROM models WHERE model = ?", (model,)).rowcount > 0

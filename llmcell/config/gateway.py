@@ -36,6 +36,10 @@ class GatewayConfig:
     answers to requests with temperature 0 or a seed."""
     cache_ttl: float = 600.0
     """Seconds a cached answer is served."""
+    cold_start_held: int = 256
+    cold_start_timeout: float = 60.0
+    """Requests held per model while it gets its first replica (scaled to zero), and how long
+    each waits before a 503."""
     max_file_bytes: int = 200 << 20
     """The largest upload to `/v1/files` (the admin keeps the files; give both the same)."""
     request_timeout: float = 600.0
@@ -98,6 +102,11 @@ class GatewayConfig:
             raise ValueError(f"default_reserve_tokens={self.default_reserve_tokens} must be >= 1")
         if self.cache_bytes < 0:
             raise ValueError(f"cache_bytes={self.cache_bytes} must be >= 0 (0: no cache)")
+        if self.cold_start_held < 0:
+            raise ValueError(f"cold_start_held={self.cold_start_held} must be >= 0")
+        if not 0 < self.cold_start_timeout <= 600:
+            raise ValueError(f"cold_start_timeout={self.cold_start_timeout} must be in (0, 600] "
+                             "seconds")
         if self.cache_ttl <= 0:
             raise ValueError(f"cache_ttl={self.cache_ttl} must be > 0 seconds")
         if self.max_file_bytes <= 0:

@@ -109,6 +109,18 @@ class Admission:
         self.ledger.apply(reply, self.clock(), sent)
         for model in list(self.models):
             self._dispatch(model)  # the number of gateways, so the slots, may have moved
+        await self._report_queued()
+
+    async def _report_queued(self) -> None:
+        """Tell the admin how many requests wait here for a slot of each model: demand its
+        replicas do not see (the autoscaler counts them as waiting)."""
+        for model, m in list(self.models.items()):
+            if len(m.queue):
+                try:
+                    await self.admin.post("/cell/wake", headers=self.view.headers,
+                                          json={"model": model, "held": len(m.queue)})
+                except httpx.HTTPError:
+                    return
 
     async def _first_lease(self, budgets: list[Budget]) -> None:
         """Wait for the admin's first lease of budgets new here, up to `FIRST_LEASE_WAIT` after

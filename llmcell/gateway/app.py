@@ -21,6 +21,7 @@ from llmcell.config.gateway import GatewayConfig
 from llmcell.edge.admin_client import admin_client
 from llmcell.gateway.admin_proxy import admin_proxy_routes
 from llmcell.gateway.admission import Admission
+from llmcell.gateway.cold_start import ColdStart
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.kv_follow import KVFollower
 from llmcell.gateway.openai_routes import openai_routes
@@ -49,8 +50,10 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
         transport=replica_transport))
     view = CellView(config, admin)
     metrics = GatewayMetrics(config.policy)
+    cold = ColdStart(view, admin, config.cold_start_held, config.cold_start_timeout,
+                     lambda model, s: metrics.cold_start.labels(model).observe(s))
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
-                          config.retries, metrics.routed)
+                          config.retries, metrics.routed, cold)
     admission = Admission(config, view, admin, metrics)
     kv = KVFollower(view, replicas, lambda model, outcome: metrics.kv_routing.labels(
         model, outcome).inc()) if config.policy == "kv_affinity" else None
@@ -86,6 +89,7 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                 task.cancel()
             if kv is not None:
                 await kv.aclose()
+            await cold.aclose()
             await replicas.aclose()
             await admin.aclose()
 

@@ -17,6 +17,7 @@ from typing import AsyncIterator, Callable, Mapping
 
 import httpx
 
+from llmcell.gateway.cold_start import ColdStart
 from llmcell.gateway.view import CellView
 from llmcell.protocol.errors import APIError
 from llmcell.protocol.cell import Replica
@@ -40,8 +41,10 @@ class Forwarded:
 class Forwarder:
     def __init__(self, view: CellView, policy: Policy, client: httpx.AsyncClient,
                  admin: httpx.AsyncClient, retries: int,
-                 on_route: Callable[[str, str, int], None] = lambda model, replica, attempt: None
-                 ) -> None:
+                 on_route: Callable[[str, str, int], None] = lambda model, replica, attempt: None,
+                 cold: ColdStart | None = None) -> None:
+        """`cold`: where requests wait for a model getting its first replica (None: refused)."""
+        self.cold = cold
         self.on_route = on_route
         """Told (model, replica, attempt) for every replica chosen: metrics count them."""
         self.view = view
@@ -71,6 +74,8 @@ class Forwarder:
         """`exclude`: replicas not to try (one that just failed this request mid-stream);
         `cached`: how much of the prompt each replica caches (kv_affinity)."""
         self.seq += 1
+        if self.cold is not None and not exclude and self.cold.applies(model):
+            await self.cold.wait(model)
         route = RouteRequest(self.seq, prefix_key, cached)
         tried: set[str] = set()
         last = "no replica answered"

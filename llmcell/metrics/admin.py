@@ -38,7 +38,19 @@ class AdminCollector:
         dead = GaugeMetricFamily("llmcell:servers_declared_dead",
                                  "Servers declared dead since the admin started.")
         dead.add_metric([], self.registry.dead_events)
-        yield from (published, wanted, active, servers, dead)
+        desired = GaugeMetricFamily("llmcell:autoscaler_desired_replicas",
+                                    "Replicas the autoscaler wants for a scaled model.",
+                                    labels=["model"])
+        decisions = CounterMetricFamily("llmcell:autoscaler_decisions",
+                                        "Replica-count changes the autoscaler made, by kind "
+                                        "(up, down, to_zero, from_zero).",
+                                        labels=["model", "kind"])
+        for spec in specs:
+            if spec.scaling is not None:
+                desired.add_metric([spec.model], spec.replicas)
+        for (model, kind), count in self.registry.scaling.decisions.items():
+            decisions.add_metric([model, kind], count)
+        yield from (published, wanted, active, servers, dead, desired, decisions)
         if self.batches is not None:
             yield from self._batches()
 

@@ -71,6 +71,10 @@ class GatewayMetrics:
                              registry=r)
         self.queue_depth = Gauge("llmcell:gateway_queue_depth", "Requests waiting at this "
                                  "gateway for a slot, by tenant.", ["tenant"], registry=r)
+        self.cold_start = Histogram("llmcell:gateway_cold_start_seconds",
+                                    "Time a request was held for a model getting its first "
+                                    "replica (scaled to zero) before it was sent.", ["model"],
+                                    buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait = Histogram("llmcell:gateway_queue_wait_seconds", "Time a request "
                                     "waited for a slot, by tenant.", ["tenant"],
                                     buckets=LATENCY_BUCKETS, registry=r)

@@ -58,6 +58,8 @@ class ReplicaReport:
     """The replica's context window in tokens (0 until it is loaded, or when unknown)."""
     slots: int = 0
     """Requests its engine runs at once (its batch size; 0: unknown, an external engine)."""
+    kv_usage: float = 0.0
+    """Fraction of its KV cache in use (0-1)."""
 
     @property
     def assignment(self) -> Assignment:
@@ -74,7 +76,8 @@ class ReplicaReport:
         return cls(_get(data, "model", str), _get(data, "model_path", str),
                    _get(data, "checkpoint", str), state, str(data.get("error", "")),
                    int(data.get("running", 0)), int(data.get("waiting", 0)),
-                   int(data.get("max_model_len", 0)), int(data.get("slots", 0)))
+                   int(data.get("max_model_len", 0)), int(data.get("slots", 0)),
+                   float(data.get("kv_usage", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -144,11 +147,14 @@ class RouteView:
     """Each model's checkpoint (what a cached answer was made with)."""
     sources: dict[str, str] = field(default_factory=dict)
     """Each model's `model_path` (the model cards' `root`: where its tokenizer comes from)."""
+    cold: list[str] = field(default_factory=list)
+    """Models with no ready replica that are getting one (scaled to zero, or moving): a gateway
+    holds their requests instead of refusing them."""
 
     def to_json(self) -> dict:
         return {"version": self.version,
                 "models": {m: [r.to_json() for r in rs] for m, rs in self.models.items()},
-                "checkpoints": self.checkpoints, "sources": self.sources}
+                "checkpoints": self.checkpoints, "sources": self.sources, "cold": self.cold}
 
     @classmethod
     def from_json(cls, data: Any) -> "RouteView":
@@ -159,4 +165,6 @@ class RouteView:
 
         return cls(_get(data, "version", int),
                    {m: [Replica(**r) for r in rs] for m, rs in models.items()},
-                   names("checkpoints"), names("sources"))
+                   names("checkpoints"), names("sources"),
+                   [str(m) for m in data.get("cold", [])] if isinstance(data.get("cold"), list)
+                   else [])

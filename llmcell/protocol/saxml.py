@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from llmcell.protocol.autoscaling import ScalingPolicy
 from llmcell.protocol.sampling import SamplingError, SamplingParams
 
 SAX_PATH = re.compile(r"^/sax/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -48,15 +49,23 @@ class Publish:
     model_path: str
     checkpoint: str
     replicas: int
+    scaling: ScalingPolicy | None = None
+    """`autoscaling` (an extra over Saxml's body): `replicas` is then where it starts."""
 
     def reply(self, dialect: str) -> dict:
         key = "path" if dialect == "v1" else "model_path"
-        return {"model": self.model, key: self.model_path, "checkpoint": self.checkpoint,
-                "replicas": self.replicas}
+        out = {"model": self.model, key: self.model_path, "checkpoint": self.checkpoint,
+               "replicas": self.replicas}
+        if self.scaling is not None:
+            out["autoscaling"] = self.scaling.to_json()
+        return out
 
     def to_json(self) -> dict:
-        return {"model": self.model, "model_path": self.model_path, "checkpoint": self.checkpoint,
-                "replicas": self.replicas}
+        out = {"model": self.model, "model_path": self.model_path, "checkpoint": self.checkpoint,
+               "replicas": self.replicas}
+        if self.scaling is not None:
+            out["autoscaling"] = self.scaling.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,12 +108,21 @@ def parse_publish(body: Any, dialect: str) -> Publish:
     """Publish and update share this shape: model, model_path (v1: path), checkpoint, replicas."""
     body = _object(body)
     path_key = "path" if dialect == "v1" and "path" in body else "model_path"
-    _keys(body, ("model", path_key, "checkpoint", "replicas"), (), dialect)
+    _keys(body, ("model", path_key, "checkpoint", "replicas"), ("autoscaling",), dialect)
+    scaling = None
+    if body.get("autoscaling") is not None:
+        try:
+            scaling = ScalingPolicy.from_json(body["autoscaling"])
+        except (ValueError, TypeError) as e:
+            raise SaxError(400, str(e)) from None
     replicas = body["replicas"]
+    lowest = 0 if scaling is not None and scaling.min_replicas == 0 else 1
     if isinstance(replicas, bool) or not isinstance(replicas, int) \
-            or not 1 <= replicas <= MAX_REPLICAS:
-        raise SaxError(400, f"'replicas' must be an integer in [1, {MAX_REPLICAS}], "
+            or not lowest <= replicas <= MAX_REPLICAS:
+        raise SaxError(400, f"'replicas' must be an integer in [{lowest}, {MAX_REPLICAS}], "
                             f"got {replicas!r}")
+    if scaling is not None:
+        replicas = scaling.clamp(replicas)
     checkpoint = body["checkpoint"]
     if checkpoint is None:
         checkpoint = "None"
@@ -113,7 +131,7 @@ def parse_publish(body: Any, dialect: str) -> Publish:
     source = _text(body, path_key)
     if "\x00" in source:
         raise SaxError(400, f"'{path_key}' must not hold a NUL character, got {source!r}")
-    return Publish(model_name(body["model"]), source, checkpoint, replicas)
+    return Publish(model_name(body["model"]), source, checkpoint, replicas, scaling)
 
 
 def parse_model_only(body: Any, dialect: str) -> str:

@@ -48,6 +48,22 @@ class CellAgent:
         self.interval = 1.0
         self.client = admin_client(config.security, config.admin, 5.0)
         self.registered = False
+        self.leaving = False
+        """Shutting down: what it holds stays until the process exits (it drains), whatever
+        the admin now assigns."""
+
+    async def leave(self) -> None:
+        """Tell the admin this server is going (SIGTERM: a drain, a spot preemption), so that
+        its replicas are placed elsewhere now rather than after missed heartbeats."""
+        self.leaving = True
+        try:
+            r = await self.client.post(f"/cell/servers/{self.info.id}/leaving", timeout=2.0)
+            r.raise_for_status()
+            print("llmcell server: told the admin this server is leaving; draining",
+                  file=sys.stderr, flush=True)
+        except httpx.HTTPError as e:  # its heartbeats will stop; the admin notices then
+            print(f"llmcell server: could not tell the admin it is leaving ({e!r})",
+                  file=sys.stderr, flush=True)
 
     def reports(self) -> list[dict]:
         out = []
@@ -56,7 +72,7 @@ class CellAgent:
             out.append(ReplicaReport(r.assignment.model, r.assignment.model_path,
                                      r.assignment.checkpoint, r.state, r.error, load.running,
                                      load.waiting, r.backend.max_model_len,
-                                     load.slots).to_json())
+                                     load.slots, load.kv_cache_usage).to_json())
         return out
 
     async def run(self) -> None:
@@ -95,6 +111,8 @@ class CellAgent:
         self.apply(tuple(Assignment.from_json(a) for a in data.get("assignments", [])))
 
     def apply(self, wanted: tuple[Assignment, ...]) -> None:
+        if self.leaving:
+            return
         for a in wanted:
             if a not in self.replicas:
                 replica = _Replica(a, self.make_backend(a))

@@ -1,7 +1,8 @@
 """Run a model server: build the backend and app from a `ServerConfig`, serve with uvicorn.
 
-SIGTERM (and Ctrl-C) drains: /ready turns 503 and new requests are refused with 503, running
-requests finish (up to `drain_timeout`), then the process exits 0.
+SIGTERM (and Ctrl-C) drains: /ready turns 503 and new requests are refused with 503, a member of
+a cell tells its admin it is leaving (its replicas are placed elsewhere at once: a spot node's
+preemption notice), running requests finish (up to `drain_timeout`), then the process exits 0.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def settle_heap() -> None:
 async def serve(config: ServerConfig, announce=None) -> None:
     metrics = ServerMetrics(enabled=config.metrics)
     host = ModelHost()
+    members: list[CellAgent] = []  # the agent, once this server is in a cell
 
     async def starting() -> None:
         if config.admin is None:
@@ -73,6 +75,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
         port = server.servers[0].sockets[0].getsockname()[1]
         address = config.advertise or f"{config.security.scheme}://{config.host}:{port}"
         agent = CellAgent(config, host, address, lambda a: make_backend(config, metrics, a))
+        members.append(agent)
         settle_heap()
         await agent.run()
 
@@ -90,6 +93,8 @@ async def serve(config: ServerConfig, announce=None) -> None:
             return
         state.draining = True
         deadline = time.monotonic() + config.drain_timeout
+        for agent in members:  # its replicas are placed elsewhere while it drains
+            await agent.leave()
         while host.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         server.should_exit = True
