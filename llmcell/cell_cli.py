@@ -85,7 +85,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
                            max_file_bytes=args.max_file_bytes,
                            max_file_lines=args.max_file_lines,
                            batch_concurrency=args.batch_concurrency,
-                           response_retention=args.response_retention * 86400))
+                           response_retention=args.response_retention * 86400,
+                           scale_groups=args.scale_groups, min_groups=args.min_groups,
+                           max_groups=args.max_groups, kube_namespace=args.kube_namespace))
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
@@ -168,6 +170,13 @@ def add_cell_parsers(sub) -> None:
                    help="the most requests in a batch's input (default: %(default)s)")
     a.add_argument("--batch-concurrency", type=int, default=0,
                    help="batch requests in flight (default: 0, the cell's replica slots)")
+    a.add_argument("--scale-groups", default=None, metavar="LWS",
+                   help="on Kubernetes: size this model-server LeaderWorkerSet, one group per "
+                        "replica of every published model (the admin owns replica counts)")
+    a.add_argument("--min-groups", type=int, default=1, help="with --scale-groups (default 1)")
+    a.add_argument("--max-groups", type=int, default=16, help="with --scale-groups (default 16)")
+    a.add_argument("--kube-namespace", default="default",
+                   help="the LeaderWorkerSet's namespace (default: %(default)s)")
     a.add_argument("--response-retention", type=float, default=30.0, metavar="DAYS",
                    help="days a stored Responses API answer is kept (default: %(default)s)")
     add_security_flags(a)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -31,6 +32,7 @@ from llmcell.admin.leadership import Leadership
 from llmcell.admin.model_routes import model_routes
 from llmcell.admin.registry import CellRegistry
 from llmcell.admin.standby import StandbyGuard
+from llmcell.admin.group_scaler import GroupScaler
 from llmcell.admin.response_store import ResponseStore, response_routes
 from llmcell.admin.tenant_routes import tenant_routes
 from llmcell.admin.tenants import TenantStore
@@ -120,12 +122,21 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
         return JSONResponse({"status": "standby", "leader": leadership.leader}, 503)
 
     @asynccontextmanager
+    scaler = None
+    if config.scale_groups is not None:
+        scaler = GroupScaler(httpx.AsyncClient(base_url=config.kube_api, timeout=5.0,
+                                               verify=config.kube_ca_file),
+                             config.kube_namespace, config.scale_groups,
+                             Path(config.kube_token_file), config.min_groups, config.max_groups)
+
     async def lifespan(app):
         async def upkeep():
             while True:
                 await asyncio.sleep(config.heartbeat_interval / 2)
                 if leadership.is_leader:
                     registry.tick(time.monotonic())
+                    if scaler is not None:
+                        await scaler.apply(registry.store.all())
 
         batch_task: list[asyncio.Task] = []
 
@@ -145,6 +156,8 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
             for task in tasks + batch_task:
                 task.cancel()
             await probe.aclose()
+            if scaler is not None:
+                await scaler.client.aclose()
             if runner is not None:
                 await runner.gateway.aclose()
 

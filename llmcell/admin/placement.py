@@ -53,6 +53,13 @@ class ServerSlot:
         return "*" in self.models or model_path in self.models
 
 
+def _numbered(server_id: str) -> tuple[str, int]:
+    """`cell-model-12` -> ("cell-model-", 12): ids in their numeric order."""
+    head = server_id.rstrip("0123456789")
+    tail = server_id[len(head):]
+    return head, int(tail) if tail else -1
+
+
 def place(models: list[ModelSpec], servers: list[ServerSlot],
           allow_new: bool = True) -> dict[str, tuple[Assignment, ...]]:
     """Desired assignments per server id. `allow_new=False` only keeps and trims (used while a
@@ -70,7 +77,9 @@ def place(models: list[ModelSpec], servers: list[ServerSlot],
         spec = specs[name]
         current = [(sid, h) for sid, h in by_model[name] if h.assignment == spec.assignment]
         old = [(sid, h) for sid, h in by_model[name] if h.assignment != spec.assignment]
-        current.sort(key=lambda x: not x[1].ready)  # ready ones are kept first
+        # ready ones are kept first, then the lowest-numbered servers (a LeaderWorkerSet
+        # removes its highest-numbered groups first: they are emptied first)
+        current.sort(key=lambda x: (not x[1].ready, _numbered(x[0])))
         current = current[:spec.replicas]
         ready_new = sum(h.ready for _, h in current)
         old_ready = [(sid, h) for sid, h in old if h.ready]

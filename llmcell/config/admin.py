@@ -65,6 +65,16 @@ class AdminConfig:
     """The largest upload, and the most lines (requests) a batch's input may have."""
     batch_concurrency: int = 0
     """Batch requests in flight at once (0: as many as the cell's replicas have slots)."""
+    scale_groups: str | None = None
+    """The model-server LeaderWorkerSet this admin sizes on Kubernetes (one group per replica
+    of every published model; admin/group_scaler.py); None: the admin does not scale groups."""
+    min_groups: int = 1
+    max_groups: int = 16
+    kube_namespace: str = "default"
+    kube_api: str = "https://kubernetes.default.svc"
+    kube_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    kube_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    """The API server and the pod's service account, for `scale_groups`."""
     response_retention: float = 30 * 86400
     """Seconds a stored Responses API answer (and its conversation) is kept (OpenAI: 30 days)."""
 
@@ -88,6 +98,11 @@ class AdminConfig:
             raise ValueError(f"max_file_bytes={self.max_file_bytes} must be >= 1")
         if self.max_file_lines < 1:
             raise ValueError(f"max_file_lines={self.max_file_lines} must be >= 1")
+        if not 0 <= self.min_groups <= self.max_groups:
+            raise ValueError(f"min_groups={self.min_groups} and max_groups={self.max_groups} "
+                             "must satisfy 0 <= min_groups <= max_groups")
+        if self.scale_groups is not None and not self.scale_groups:
+            raise ValueError("scale_groups must name a LeaderWorkerSet")
         if not 60 <= self.response_retention <= 365 * 86400:
             raise ValueError(f"response_retention={self.response_retention} must be in "
                              f"[60, {365 * 86400}] seconds")

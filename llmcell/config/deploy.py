@@ -19,7 +19,10 @@ ACCELERATORS = ("tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e", "nvidia-l4", "nvidia-
 TARGETS = ("gke-tpu", "gke-gpu", "tke-gpu", "cpu")
 ENGINES = ("builtin", "vllm")
 MONITORING = ("gmp", "prometheus-operator", "none")
-AUTOSCALERS = ("hpa", "keda", "none")
+AUTOSCALERS = ("admin", "hpa", "keda", "none")
+"""admin: the cell's admin sizes the groups (one per replica its autoscaler wants; scale from
+zero); hpa/keda: Kubernetes sizes them on requests waiting and the admin places onto the groups
+that exist."""
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
 _LABEL = re.compile(r"^([a-z0-9.-]+/)?[A-Za-z0-9._-]{1,63}=[A-Za-z0-9._-]{0,63}$")
@@ -88,7 +91,7 @@ class RenderConfig:
     cpu: str | None = None
     memory: str | None = None
     monitoring: str = "gmp"
-    autoscaler: str = "hpa"
+    autoscaler: str = "admin"
     min_replicas: int = 1
     max_replicas: int = 4
     target_waiting: int = 5

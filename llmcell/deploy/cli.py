@@ -207,9 +207,10 @@ def add_deploy_parsers(sub) -> None:
                    help="routing policy of the gateway and the endpoint picker (default: "
                         "%(default)s)")
     o = r.add_argument_group("autoscaling and monitoring")
-    o.add_argument("--autoscaler", default="hpa", choices=AUTOSCALERS,
-                   help="hpa: HorizontalPodAutoscaler on requests waiting; keda: ScaledObject "
-                        "(default: %(default)s)")
+    o.add_argument("--autoscaler", default="admin", choices=AUTOSCALERS,
+                   help="admin: the cell's admin sizes the groups, one per replica its "
+                        "autoscaler wants (scale from zero); hpa: HorizontalPodAutoscaler on "
+                        "requests waiting; keda: ScaledObject (default: %(default)s)")
     o.add_argument("--min-replicas", type=int, default=1, help="fewest groups (default: 1)")
     o.add_argument("--max-replicas", type=int, default=4, help="most groups (default: 4)")
     o.add_argument("--target-waiting", type=int, default=5,

@@ -33,12 +33,14 @@ def identity(cell: Cell) -> list:
     return [
         Namespace(ObjectMeta(c.namespace, labels=ns_labels)),
         ServiceAccount(cell.meta("identity", sa, annotations)),
-        # The admin reads (never writes) the cell's pods and groups, to tell a dead server from
-        # a slow one; nothing else talks to the API server.
+        # The admin reads the cell's pods and groups, to tell a dead server from a slow one,
+        # and (--autoscaler admin) sets the groups' count; nothing else talks to the API server.
         Role(role_meta, [
             PolicyRule([""], ["pods", "services", "endpoints"], ["get", "list", "watch"]),
             PolicyRule(["leaderworkerset.x-k8s.io"], ["leaderworkersets"],
-                       ["get", "list", "watch"])]),
+                       ["get", "list", "watch"])] + ([
+            PolicyRule(["leaderworkerset.x-k8s.io"], ["leaderworkersets/scale"],
+                       ["get", "patch", "update"])] if c.autoscaler == "admin" else [])),
         RoleBinding(role_meta, {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                 "name": role_meta.name},
                     [{"kind": "ServiceAccount", "name": sa, "namespace": c.namespace}]),
@@ -66,6 +68,9 @@ def admin(cell: Cell) -> list:
             # the batch runner sends batches through the gateways' Service, at batch priority
             "--batch-gateway", cell.gateway_url,
             "--blobs", c.batch_blobs or "/var/lib/llmcell/files"]
+    if c.autoscaler == "admin":  # the admin owns the groups' count
+        args += ["--scale-groups", cell.group_set, "--kube-namespace", c.namespace,
+                 "--min-groups", str(c.min_replicas), "--max-groups", str(c.max_replicas)]
     env = [cell.credential()]
     replicas = 1
     if c.state_secret:  # two admins on PostgreSQL: one leads, and only it is ready

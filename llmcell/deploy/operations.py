@@ -1,7 +1,9 @@
 """Running the cell: autoscaling of model-server groups, monitoring, alerts, Gateway API routes.
 
-- Autoscaling targets the LeaderWorkerSet's scale subresource (whole groups) on requests waiting
-  per leader: an autoscaling/v2 HPA on the Pods metric (GKE's custom-metrics adapter names it
+- Autoscaling targets the LeaderWorkerSet's scale subresource (whole groups). By default the
+  admin owns it (admin/group_scaler.py: one group per replica its autoscaler wants, which can be
+  zero); `--autoscaler hpa` or `keda` hand it to Kubernetes instead, on requests waiting per
+  leader: an autoscaling/v2 HPA on the Pods metric (GKE's custom-metrics adapter names it
   `prometheus.googleapis.com|llmcell:num_requests_waiting|gauge`), or a KEDA ScaledObject with a
   Prometheus trigger.
 - Monitoring: GKE managed Prometheus PodMonitoring, or prometheus-operator ServiceMonitor (admin,
@@ -28,7 +30,7 @@ def _target(cell: Cell) -> dict:
 
 def autoscaling(cell: Cell) -> list:
     c = cell.config
-    if c.autoscaler == "none":
+    if c.autoscaler in ("none", "admin"):  # admin: it patches the groups' scale itself
         return []
     meta = cell.meta("model-server", cell.group_set)
     if c.autoscaler == "keda":

@@ -32,7 +32,7 @@ CASES: dict[str, list[str]] = {
     "gke-tpu-vllm-v6e-405b-operator": [
         "--target", "gke-tpu", "--accelerator", "tpu-v6e", "--params", "405e9", "--dtype", "int8",
         "--engine", "vllm", "--monitoring", "prometheus-operator", "--gateway-api",
-        "--inference-pool"],
+        "--inference-pool", "--autoscaler", "hpa"],
     "gke-tpu-builtin-2x4-bare": ["--target", "gke-tpu", "--topology", "2x4", "--monitoring",
                                  "none", "--autoscaler", "none"],
     "gke-gpu-builtin-l4-8b": ["--target", "gke-gpu", "--params", "8e9",
@@ -62,7 +62,8 @@ CASES: dict[str, list[str]] = {
     "cpu-vllm-bare": ["--target", "cpu", "--engine", "vllm", "--monitoring", "none",
                       "--autoscaler", "none", "--served-model", "HuggingFaceTB/SmolLM2-135M"],
     "cpu-builtin-gmp-hpa": ["--target", "cpu", "--replicas", "3", "--namespace", "team-a",
-                            "--name", "chat", "--image", "registry.example/llmcell:1.2.3"],
+                            "--name", "chat", "--image", "registry.example/llmcell:1.2.3",
+                            "--autoscaler", "hpa"],
 }
 
 
@@ -166,14 +167,23 @@ def test_seed_facts_v5e_4x8():
     assert deployment["spec"]["replicas"] >= 2
     assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0][
         "containerPort"] == 8888
-    (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
+    # the admin owns the groups' count (no HPA beside it): its args name the group set, and its
+    # Role may patch the set's scale subresource
+    assert not by_kind(docs, "HorizontalPodAutoscaler")
+    (admin,) = by_kind(docs, "StatefulSet")
+    assert admin["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
+    args = admin["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--bytes-per-param" in args
+    assert args[args.index("--scale-groups") + 1] == lws["metadata"]["name"] == "llmcell-ms"
+    (role,) = by_kind(docs, "Role")
+    assert {"apiGroups": ["leaderworkerset.x-k8s.io"], "resources": ["leaderworkersets/scale"],
+            "verbs": ["get", "patch", "update"]} in role["rules"]
+    hpa_docs = manifests(config_for(CASES["gke-tpu-builtin-v5e-175b"] + ["--autoscaler", "hpa"]))
+    (hpa,) = by_kind(hpa_docs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "leaderworkerset.x-k8s.io/v1",
                                              "kind": "LeaderWorkerSet", "name": "llmcell-ms"}
     metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     assert metric == "prometheus.googleapis.com|llmcell:num_requests_waiting|gauge"
-    (admin,) = by_kind(docs, "StatefulSet")
-    assert admin["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "state"
-    assert "--bytes-per-param" in admin["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_vllm_group_runs_ray_and_joins_the_cell():
