@@ -92,6 +92,9 @@ class RenderConfig:
     memory: str | None = None
     monitoring: str = "gmp"
     autoscaler: str = "admin"
+    fallbacks: bool = False
+    """GKE: a ComputeClass that falls back from the planned shape to others the same group can
+    run (other TPU generations or GPU types), each on-demand then spot (deploy/fallbacks.py)."""
     min_replicas: int = 1
     max_replicas: int = 4
     target_waiting: int = 5
@@ -164,6 +167,9 @@ class RenderConfig:
         if not 1 <= self.min_replicas <= self.max_replicas <= 1000:
             raise ValueError(f"min_replicas={self.min_replicas}, max_replicas={self.max_replicas}:"
                              " need 1 <= min <= max <= 1000")
+        if self.fallbacks and self.target not in ("gke-tpu", "gke-gpu"):
+            raise ValueError(f"fallbacks need a GKE target (gke-tpu, gke-gpu), not "
+                             f"target={self.target!r}: they are a GKE ComputeClass")
         if self.target_waiting < 1:
             raise ValueError(f"target_waiting={self.target_waiting} must be >= 1")
         if self.latency_slo <= 0:

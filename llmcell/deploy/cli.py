@@ -7,6 +7,7 @@ of their own; `llmcell/cli.py` only registers them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -64,11 +65,28 @@ def _plan_config(args: argparse.Namespace, accelerator: str, top: int = 3) -> Pl
 def cmd_plan(args: argparse.Namespace) -> int:
     from llmcell.deploy.plan import format_plan, make_plan
 
-    plan = make_plan(_plan_config(args, args.accelerator, args.top))
+    config = _plan_config(args, args.accelerator, args.top)
+    plan = make_plan(config)
+    options = []
+    if args.fallbacks:
+        from llmcell.deploy.fallbacks import fallbacks
+
+        options = fallbacks(config)
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2))
+        data = plan.to_json()
+        if args.fallbacks:
+            data["fallbacks"] = [{"accelerator": f.accelerator, "dtype": f.dtype,
+                                  "candidate": dataclasses.asdict(f.candidate),
+                                  "reason": f.reason} for f in options]
+        print(json.dumps(data, indent=2))
     else:
         print(format_plan(plan))
+        if args.fallbacks:
+            from llmcell.deploy.fallbacks import format_fallbacks
+
+            print("\nfallbacks, in the order to try them (llmcell render --fallbacks makes a "
+                  "GKE ComputeClass of those one group can run):")
+            print(format_fallbacks(options) if options else "(none: CPU plans have none)")
     return 0 if plan.candidates else 1
 
 
@@ -91,7 +109,7 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         cert_manager_kind=args.cert_manager_kind,
         hf_token_secret=args.hf_token_secret, model_pvc=args.model_pvc,
         admin_storage=args.admin_storage, storage_class=args.storage_class,
-        batch_blobs=args.batch_blobs, state_secret=args.state_secret)
+        batch_blobs=args.batch_blobs, state_secret=args.state_secret, fallbacks=args.fallbacks)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -117,6 +135,9 @@ def add_deploy_parsers(sub) -> None:
     _add_model_flags(p, "cpu")
     p.add_argument("--top", type=int, default=3, help="candidates listed (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--fallbacks", action="store_true",
+                   help="also list what else serves the model when the shape is short: other "
+                        "TPU generations or GPU types, the other family, more quantisation")
     p.set_defaults(func=cmd_plan)
 
     r = sub.add_parser(
@@ -152,7 +173,11 @@ def add_deploy_parsers(sub) -> None:
                    help="memory per model-server pod, requests = limits (tke-gpu: 64Gi)")
     g.add_argument("--spot", action="store_true",
                    help="run model servers on spot capacity (node selector, toleration, preStop "
-                        "drain)")
+                        "drain); with --fallbacks: spot before on-demand for each shape")
+    g.add_argument("--fallbacks", action="store_true",
+                   help="GKE: a ComputeClass the groups select, falling back from the planned "
+                        "shape to the other TPU generations or GPU types the same group can run, "
+                        "each on-demand and on spot")
     g.add_argument("--spot-label", default=None,
                    help="tke-gpu: the label key=value of the spot node pool")
     c = r.add_argument_group("cluster")

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from llmcell.deploy.accelerators import Accelerator, accelerator, shape_memory
 from llmcell.deploy.common import (GROUP_PORT, RAY_PORT, SCRATCH, SERVER_PORT, VLLM_PORT, Cell,
                                    http_container, pod_env, small_resources)
-from llmcell.deploy.k8s import (Container, ContainerPort, EnvVar, LeaderWorkerSet,
+from llmcell.deploy.k8s import (ComputeClass, Container, ContainerPort, EnvVar, LeaderWorkerSet,
                                 LeaderWorkerSetSpec, LeaderWorkerTemplate, ObjectMeta, PodSpec,
                                 PodTemplate, Probe, Resources, Service, ServicePort, ServiceSpec,
                                 Toleration, Volume, VolumeMount)
-from llmcell.deploy.plan import make_plan, parallelism
+from llmcell.deploy.fallbacks import Fallback, compute_class, fallbacks
+from llmcell.deploy.plan import candidate, make_plan, parallelism
 
 VLLM_IMAGES = {"gpu": "vllm/vllm-openai:v0.33.0", "tpu": "vllm/vllm-tpu:v0.33.0",
                "cpu": "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.33.0"}
@@ -80,6 +81,11 @@ def _resources(cell: Cell, g: GroupLayout) -> Resources:
 
 
 def _placement(cell: Cell, g: GroupLayout) -> tuple[dict[str, str], list[Toleration]]:
+    if cell.config.fallbacks:  # the ComputeClass picks the accelerator, topology and spot
+        device = "google.com/tpu" if g.accelerator.kind == "tpu" else "nvidia.com/gpu"
+        return ({"cloud.google.com/compute-class": compute_class_name(cell)},
+                [Toleration(device), Toleration("cloud.google.com/gke-spot", operator="Equal",
+                                                value="true")])
     selector, tolerations = cell.spot()
     if g.accelerator.kind == "tpu":
         selector = {"cloud.google.com/gke-tpu-accelerator": g.accelerator.node_label,
@@ -90,6 +96,26 @@ def _placement(cell: Cell, g: GroupLayout) -> tuple[dict[str, str], list[Tolerat
             selector = {"cloud.google.com/gke-accelerator": g.accelerator.node_label, **selector}
         tolerations = [Toleration("nvidia.com/gpu"), *tolerations]
     return selector, tolerations
+
+
+def compute_class_name(cell: Cell) -> str:
+    return f"{cell.config.namespace}-{cell.group_set}"
+
+
+def capacity_fallbacks(cell: Cell) -> list:
+    """The ComputeClass the groups select with `fallbacks` (cluster-scoped: named after the
+    namespace and the group set): the group's own shape first."""
+    if not cell.config.fallbacks:
+        return []
+    g = group_layout(cell)
+    plan = make_plan(cell.config.plan)
+    own = Fallback(g.accelerator.name, cell.config.plan.dtype,
+                   candidate(g.accelerator, g.accelerator.shape(g.topology),
+                             plan.memory.total), "planned")
+    others = [f for f in fallbacks(cell.config.plan) if f.accelerator != own.accelerator]
+    spec, _ = compute_class(compute_class_name(cell), [own, *others], cell.config.spot)
+    return [ComputeClass(ObjectMeta(compute_class_name(cell), None,
+                                    cell.labels("model-server")), spec)]
 
 
 def _served_model(cell: Cell) -> str:

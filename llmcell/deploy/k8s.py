@@ -356,8 +356,13 @@ class Certificate(_SpecObject):
     API = ("cert-manager.io/v1", "Certificate")
 
 
+class ComputeClass(_SpecObject):
+    API = ("cloud.google.com/v1", "ComputeClass")
+
+
 KIND_ORDER = (
-    Namespace, ServiceAccount, Role, RoleBinding, ConfigMap, Certificate, Service, StatefulSet,
+    Namespace, ComputeClass, ServiceAccount, Role, RoleBinding, ConfigMap, Certificate, Service,
+    StatefulSet,
     Deployment,
     LeaderWorkerSet, PodDisruptionBudget, HorizontalPodAutoscaler, ScaledObject, PodMonitoring,
     ServiceMonitor, PodMonitor, PrometheusRule, NetworkPolicy, HTTPRoute, InferencePool)

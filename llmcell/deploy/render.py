@@ -15,7 +15,7 @@ from llmcell.config.deploy import RenderConfig
 from llmcell.deploy.common import Cell
 from llmcell.deploy.control_plane import admin, gateway, identity, network_policies
 from llmcell.deploy.endpoint_picker import endpoint_picker
-from llmcell.deploy.groups import model_servers
+from llmcell.deploy.groups import capacity_fallbacks, model_servers
 from llmcell.deploy.k8s import in_kind_order, to_dict
 from llmcell.deploy.operations import autoscaling, monitoring, routes
 
@@ -23,7 +23,7 @@ from llmcell.deploy.operations import autoscaling, monitoring, routes
 def build(config: RenderConfig) -> list:
     cell = Cell(config)
     objects = [*identity(cell), *admin(cell), *gateway(cell), *endpoint_picker(cell),
-               *model_servers(cell),
+               *model_servers(cell), *capacity_fallbacks(cell),
                *autoscaling(cell), *monitoring(cell), *network_policies(cell), *routes(cell)]
     return in_kind_order(objects)
 

@@ -33,6 +33,11 @@ CASES: dict[str, list[str]] = {
         "--target", "gke-tpu", "--accelerator", "tpu-v6e", "--params", "405e9", "--dtype", "int8",
         "--engine", "vllm", "--monitoring", "prometheus-operator", "--gateway-api",
         "--inference-pool", "--autoscaler", "hpa"],
+    "gke-tpu-vllm-v5e-175b-fallbacks": ["--target", "gke-tpu", "--params", "175e9", "--engine",
+                                        "vllm", "--fallbacks"],
+    "gke-gpu-vllm-h100-70b-fallbacks-spot": ["--target", "gke-gpu", "--accelerator",
+                                             "nvidia-h100-80gb", "--params", "70e9", "--engine",
+                                             "vllm", "--fallbacks", "--spot"],
     "gke-tpu-builtin-2x4-bare": ["--target", "gke-tpu", "--topology", "2x4", "--monitoring",
                                  "none", "--autoscaler", "none"],
     "gke-gpu-builtin-l4-8b": ["--target", "gke-gpu", "--params", "8e9",
@@ -374,3 +379,34 @@ def test_the_admin_runs_batches_through_the_gateway_with_its_blob_store():
     assert args[args.index("--blobs") + 1] == "gs://team-bucket/llmcell"
     with pytest.raises(ValueError, match="batch_blobs"):
         config_for(CASES["gke-tpu-builtin-v5e-175b"] + ["--batch-blobs", "bucket"])
+
+
+def test_fallbacks_compute_class_for_the_seed_175b_on_v5e():
+    """The seed's 175B on v5e: the plan lists its fallbacks, and the render's ComputeClass tries
+    the planned 4x8 slice on demand, then on spot, then the other TPU generations one group can
+    run; the groups select the class instead of pinning the accelerator."""
+    out = subprocess.run([sys.executable, "-m", "llmcell.cli", "plan", "--params", "175e9",
+                          "--accelerator", "tpu-v5e", "--fallbacks"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    table = out.stdout.split("fallbacks, in the order")[1]
+    assert table.index("tpu-v5e ") < table.index("tpu-v6e") < table.index("nvidia-h100-80gb")
+    assert "int8 weights on tpu-v5e" in table
+    docs = manifests(config_for(CASES["gke-tpu-vllm-v5e-175b-fallbacks"]))
+    (cc,) = by_kind(docs, "ComputeClass")
+    assert "namespace" not in cc["metadata"]  # cluster-scoped
+    first, second, third = cc["spec"]["priorities"][:3]
+    assert first == {"tpu": {"type": "tpu-v5-lite-podslice", "count": 4, "topology": "4x8"},
+                     "spot": False}
+    assert second == dict(first, spot=True)
+    assert third["tpu"]["type"] == "tpu-v6e-slice" and third["tpu"]["count"] == 4
+    assert all("gpu" not in p for p in cc["spec"]["priorities"])  # GPUs need another group set
+    (lws,) = by_kind(docs, "LeaderWorkerSet")
+    spec = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]
+    assert spec["nodeSelector"] == {"cloud.google.com/compute-class": cc["metadata"]["name"]}
+    gpu = manifests(config_for(CASES["gke-gpu-vllm-h100-70b-fallbacks-spot"]))
+    (cc,) = by_kind(gpu, "ComputeClass")
+    assert cc["spec"]["priorities"][0]["spot"] is True  # --spot: spot first
+    assert cc["spec"]["priorities"][0]["gpu"]["type"] == "nvidia-h100-80gb"
+    with pytest.raises(ValueError, match="GKE target"):
+        config_for(["--target", "cpu", "--fallbacks"])

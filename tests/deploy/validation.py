@@ -1,5 +1,6 @@
 """Validate rendered objects: built-in kinds with kubernetes-validate (Kubernetes 1.37, strict),
-custom resources against their CRDs in ../shared/crds (typos caught by closing every schema node).
+custom resources against their CRDs in ../shared/crds and tests/deploy/crds (typos caught by
+closing every schema node).
 
 The CRD folder comes from LLMCELL_CRDS (default: ../shared/crds beside the project root); tests
 that need it skip with a clear message when it is absent.
@@ -19,6 +20,8 @@ import yaml
 K8S_VERSION = "1.37.0"
 CRDS = Path(os.environ.get("LLMCELL_CRDS",
                            Path(__file__).resolve().parents[3] / "shared" / "crds"))
+LOCAL_CRDS = Path(__file__).resolve().parent / "crds"
+"""CRDs the shared folder lacks (their provenance in its README)."""
 BUILTIN_GROUPS = ("v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1",
                   "rbac.authorization.k8s.io/v1")
 
@@ -59,7 +62,7 @@ CRD folder has no cert-manager CRD; its field names are cert-manager.io/v1's).""
 @functools.lru_cache(maxsize=None)
 def _crd_schemas() -> dict[tuple[str, str], dict]:
     schemas = {}
-    for path in sorted(CRDS.glob("*.yaml")):
+    for path in sorted(CRDS.glob("*.yaml")) + sorted(LOCAL_CRDS.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())
         for version in crd["spec"]["versions"]:
             key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
