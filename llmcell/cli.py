@@ -16,7 +16,7 @@ from llmcell.config.engine import EngineConfig
 from llmcell.config.server import ServerConfig
 from llmcell.engine.cpu_share import set_openmp_spin
 from llmcell.batch.cli import add_batch_parser
-from llmcell.tokenizer.cli import add_tokenizer_parser
+from llmcell.engine.loader.tokenizer_cli import add_tokenizer_parser
 from llmcell.bench.cli import add_bench_parser
 from llmcell.cell_cli import add_cell_parsers, add_security_flags, parse_size, security
 from llmcell.deploy.cli import add_deploy_parsers

@@ -121,7 +121,6 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
             return JSONResponse({"status": "leader", "token": registry.store.db.token})
         return JSONResponse({"status": "standby", "leader": leadership.leader}, 503)
 
-    @asynccontextmanager
     scaler = None
     if config.scale_groups is not None:
         scaler = GroupScaler(httpx.AsyncClient(base_url=config.kube_api, timeout=5.0,
@@ -129,6 +128,7 @@ def create_admin_app(config: AdminConfig, registry: CellRegistry,
                              config.kube_namespace, config.scale_groups,
                              Path(config.kube_token_file), config.min_groups, config.max_groups)
 
+    @asynccontextmanager
     async def lifespan(app):
         async def upkeep():
             while True:
