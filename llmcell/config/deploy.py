@@ -164,9 +164,11 @@ class RenderConfig:
                              "(gke-tpu: tpu-*, gke-gpu/tke-gpu: nvidia-*, cpu: cpu)")
         if not 1 <= self.replicas <= 1000:
             raise ValueError(f"replicas={self.replicas} must be between 1 and 1000")
-        if not 1 <= self.min_replicas <= self.max_replicas <= 1000:
+        lowest = 0 if self.autoscaler == "admin" else 1  # the admin scales groups to zero
+        if not lowest <= self.min_replicas <= self.max_replicas <= 1000 or self.max_replicas < 1:
             raise ValueError(f"min_replicas={self.min_replicas}, max_replicas={self.max_replicas}:"
-                             " need 1 <= min <= max <= 1000")
+                             f" need {lowest} <= min <= max <= 1000 and max >= 1 (0 groups only "
+                             "with --autoscaler admin, which holds requests while one starts)")
         if self.fallbacks and self.target not in ("gke-tpu", "gke-gpu"):
             raise ValueError(f"fallbacks need a GKE target (gke-tpu, gke-gpu), not "
                              f"target={self.target!r}: they are a GKE ComputeClass")

@@ -236,7 +236,8 @@ def add_deploy_parsers(sub) -> None:
                    help="admin: the cell's admin sizes the groups, one per replica its "
                         "autoscaler wants (scale from zero); hpa: HorizontalPodAutoscaler on "
                         "requests waiting; keda: ScaledObject (default: %(default)s)")
-    o.add_argument("--min-replicas", type=int, default=1, help="fewest groups (default: 1)")
+    o.add_argument("--min-replicas", type=int, default=1,
+                   help="fewest groups (default: 1; 0 with --autoscaler admin: scale to zero)")
     o.add_argument("--max-replicas", type=int, default=4, help="most groups (default: 4)")
     o.add_argument("--target-waiting", type=int, default=5,
                    help="requests waiting per group to aim for (default: %(default)s)")

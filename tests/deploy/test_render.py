@@ -410,3 +410,12 @@ def test_fallbacks_compute_class_for_the_seed_175b_on_v5e():
     assert cc["spec"]["priorities"][0]["gpu"]["type"] == "nvidia-h100-80gb"
     with pytest.raises(ValueError, match="GKE target"):
         config_for(["--target", "cpu", "--fallbacks"])
+
+
+def test_groups_go_to_zero_only_when_the_admin_sizes_them():
+    docs = manifests(config_for(["--target", "cpu", "--min-replicas", "0"]))
+    (admin,) = by_kind(docs, "StatefulSet")
+    args = admin["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--min-groups") + 1] == "0"
+    with pytest.raises(ValueError, match="only with --autoscaler admin"):
+        config_for(["--target", "cpu", "--min-replicas", "0", "--autoscaler", "hpa"])
