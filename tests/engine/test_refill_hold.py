@@ -58,6 +58,9 @@ class RecordingCore:
     def stats(self) -> EngineStats:
         return stats(len(self.left))
 
+    def take_refused(self) -> list[tuple[str, str]]:
+        return []  # no grammars here: nothing is refused after it was added
+
     def step(self) -> list[RequestOutput]:
         self.steps.append(sorted(self.left))
         time.sleep(STEP)
