@@ -31,6 +31,10 @@ class EppConfig:
     retries (the protocol's `ip:port,ip:port` list). 0: one endpoint, which every data plane
     reads (Envoy's ORIGINAL_DST cluster takes a single address from the header)."""
     max_body_bytes: int = 4 << 20
+    cold_start_held: int = 256
+    cold_start_timeout: float = 60.0
+    """Requests held per model while it gets its first replica (scaled to zero), and how long
+    each waits before a 503, as at the gateway."""
     self_signed: bool = False
     """Serve the gRPC port over TLS with a certificate made at start (what Gateway API inference
     gateways expect of an endpoint picker by default: they encrypt, and do not verify), unless
@@ -53,5 +57,8 @@ class EppConfig:
             raise ValueError(f"view_interval={self.view_interval} must be > 0")
         if not 0 <= self.fallbacks <= 10:
             raise ValueError(f"fallbacks={self.fallbacks} must be in [0, 10]")
+        if self.cold_start_held < 0 or not 0 < self.cold_start_timeout <= 600:
+            raise ValueError(f"cold_start_held={self.cold_start_held} must be >= 0 and "
+                             f"cold_start_timeout={self.cold_start_timeout} in (0, 600] s")
         if self.max_body_bytes <= 0:
             raise ValueError(f"max_body_bytes={self.max_body_bytes} must be positive")

@@ -27,6 +27,7 @@ from llmcell.edge.admin_client import admin_client
 from llmcell.edge.auth import Authenticator
 from llmcell.epp.picker import Pick, Picker, Refusal
 from llmcell.epp.service import EndpointPicker
+from llmcell.gateway.cold_start import ColdStart
 from llmcell.gateway.kv_follow import KVFollower
 from llmcell.gateway.view import CellView
 from llmcell.metrics.epp import EppMetrics
@@ -59,6 +60,8 @@ class EppProcess:
         self.picker = Picker(self.view, make_policy(config.policy, config.bounded_load), self.kv,
                              config.prefix_chars, config.fallbacks, config.max_body_bytes, auth,
                              sec.cell_token if sec.auth else None)
+        self.cold = ColdStart(self.view, self.admin, config.cold_start_held,
+                              config.cold_start_timeout)
         self.health = health_aio.HealthServicer()
 
     def _decided(self, decision: Pick | Refusal, seconds: float) -> None:
@@ -77,7 +80,7 @@ class EppProcess:
     async def start(self, port: int | None = None, health_port: int | None = None) -> int:
         """Start serving; returns the gRPC port (given 0, the one the OS chose)."""
         self.server = grpc.aio.server()
-        add_ExternalProcessorServicer_to_server(EndpointPicker(self.picker, self._decided),
+        add_ExternalProcessorServicer_to_server(EndpointPicker(self.picker, self._decided, self.cold),
                                                 self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         address = f"{self.config.host}:{self.config.port if port is None else port}"
@@ -119,6 +122,7 @@ class EppProcess:
             await server.stop(grace)
         if self.kv is not None:
             await self.kv.aclose()
+        await self.cold.aclose()
         await self.admin.aclose()
         await self.replicas.aclose()
 

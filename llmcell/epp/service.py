@@ -20,6 +20,7 @@ stream, which it does when the HTTP exchange ends.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import AsyncIterator, Callable
 
@@ -31,6 +32,8 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.protobuf.struct_pb2 import Struct
 
 from llmcell.epp.picker import Pick, Picker, Refusal
+from llmcell.gateway.cold_start import ColdStart
+from llmcell.protocol.errors import APIError
 
 DESTINATION = "x-gateway-destination-endpoint"
 NAMESPACE = "envoy.lb"
@@ -86,10 +89,14 @@ def pick_responses(pick: Pick, full_duplex: bool) -> list[pb.ProcessingResponse]
 
 class EndpointPicker(ExternalProcessorServicer):
     def __init__(self, picker: Picker,
-                 on_decision: Callable[[Pick | Refusal, float], None] = lambda d, s: None) -> None:
-        """`on_decision(decision, seconds)`: each decision and how long it took (metrics)."""
+                 on_decision: Callable[[Pick | Refusal, float], None] = lambda d, s: None,
+                 cold: ColdStart | None = None) -> None:
+        """`on_decision(decision, seconds)`: each decision and how long it took (metrics);
+        `cold`: where a request for a model getting its first replica waits (as at the
+        gateway) instead of a 503."""
         self.picker = picker
         self.on_decision = on_decision
+        self.cold = cold
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest],
                       context) -> AsyncIterator[pb.ProcessingResponse]:
@@ -107,7 +114,7 @@ class EndpointPicker(ExternalProcessorServicer):
                 if kind == "request_headers":
                     headers = _headers(message.request_headers)
                     if message.request_headers.end_of_stream:  # no body to route by
-                        decision = self._decide(headers, b"")
+                        decision = await self._decide(headers, b"")
                         if isinstance(decision, Refusal):
                             yield refusal_response(decision)
                             return
@@ -117,7 +124,7 @@ class EndpointPicker(ExternalProcessorServicer):
                     body += message.request_body.body
                     if not message.request_body.end_of_stream:
                         continue
-                    decision = self._decide(headers, bytes(body))
+                    decision = await self._decide(headers, bytes(body))
                     if isinstance(decision, Refusal):
                         yield refusal_response(decision)
                         return
@@ -137,9 +144,17 @@ class EndpointPicker(ExternalProcessorServicer):
             if picked is not None:
                 self.picker.end(picked)
 
-    def _decide(self, headers: dict[str, str], body: bytes) -> Pick | Refusal:
+    async def _decide(self, headers: dict[str, str], body: bytes) -> Pick | Refusal:
         started = time.perf_counter()
         decision = self.picker.decide(headers, body)
+        if (isinstance(decision, Refusal) and decision.status == 503 and decision.model
+                and self.cold is not None and self.cold.applies(decision.model)):
+            try:
+                await self.cold.wait(decision.model)
+                decision = self.picker.decide(headers, body)
+            except APIError as e:
+                decision = Refusal(e.status, json.dumps(e.body()).encode(), dict(e.headers),
+                                   decision.model)
         self.on_decision(decision, time.perf_counter() - started)
         return decision
 

@@ -263,3 +263,30 @@ def test_a_self_signed_picker_serves_tls_and_plaintext_health_for_probes(tmp_pat
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
     run_epp(g, scenario, self_signed=True, health_port=probes)
+
+
+def test_a_request_for_a_model_at_zero_waits_for_its_first_replica(tmp_path):
+    """Scaled to zero: the picker holds the request (as the gateway does), the admin's
+    autoscaler places a replica, and once it is ready the request goes to it."""
+    g = cell(tmp_path, replicas=1)
+    r = g.admin.put("/models", json={"model": MODEL, "model_path": SOURCE, "checkpoint": "None",
+                                     "replicas": 0, "autoscaling": {"min_replicas": 0,
+                                                                    "max_replicas": 1}})
+    assert r.status_code == 200, r.text
+    g.admin.post("/cell/servers/r0/heartbeat", json={"replicas": []}).raise_for_status()
+
+    async def scenario(port, epp):
+        await epp.view.refresh()
+        assert MODEL in epp.view.view.cold
+        held = asyncio.create_task(exchange(port, buffered(chat())))
+        await asyncio.sleep(1.5)  # the picker told the admin; the replica is placed
+        assert not held.done()
+        assigned = g.admin.post("/cell/servers/r0/heartbeat", json={"replicas": []}).json()
+        assert assigned["assignments"], "the held request woke the model"
+        ready = [dict(a, state="ready", error="", running=0, waiting=0, slots=0)
+                 for a in assigned["assignments"]]
+        g.admin.post("/cell/servers/r0/heartbeat", json={"replicas": ready}).raise_for_status()
+        out = await asyncio.wait_for(held, 10)
+        assert destination(out[-1]) == [endpoint_of("http://r0:8000")]
+
+    run_epp(g, scenario)
