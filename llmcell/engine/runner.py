@@ -12,7 +12,7 @@ import torch
 from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, NativeDecode,
                                              PagedKVCache, PrefillSpan, native_prefix)
 from llmcell.engine.models.llama import LlamaModel
-from llmcell.engine.sampling import Sampler, SamplingRow
+from llmcell.engine.sampling.sampler import Sampler, SamplingRow
 from llmcell.engine.scheduler.plan import SchedulerPlan, StepResult
 
 

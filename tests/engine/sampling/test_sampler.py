@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from llmcell.engine.sampling import Sampler, SamplingRow
+from llmcell.engine.sampling.sampler import Sampler, SamplingRow
 from llmcell.protocol.sampling import SamplingParams
 
 CPU = torch.device("cpu")
