@@ -13,6 +13,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI
 
+from bench.cold_start import burst
 from tests.cell.conftest import HEARTBEAT, MODEL, SAX, Cell, Proc
 
 
@@ -121,26 +122,7 @@ def test_scale_to_zero_and_back_holds_requests(cell):
              == 0, 30, "the idle model went to zero")
     time.sleep(1.0)  # the replica is unloaded
 
-    async def burst() -> list[float]:
-        client = AsyncOpenAI(base_url=cell.gateway.url + "/v1", api_key="unused",
-                             max_retries=0, timeout=120)
-
-        async def one(i: int) -> float:
-            sent = time.monotonic()
-            stream = await client.chat.completions.create(
-                model="smollm2", stream=True, max_tokens=8, temperature=0,
-                messages=[{"role": "user", "content": f"Hello {i}"}])
-            first = None
-            async for chunk in stream:
-                if first is None and chunk.choices and chunk.choices[0].delta.content:
-                    first = time.monotonic() - sent
-            return first
-
-        firsts = await asyncio.gather(*[one(i) for i in range(8)])
-        await client.close()
-        return firsts
-
-    ttfts = asyncio.run(burst())
+    ttfts = asyncio.run(burst(cell.gateway.url, "unused", 8))  # the benchmark's burst
     assert all(t is not None for t in ttfts)
     metrics = httpx.get(cell.gateway.url + "/metrics").text
     assert "llmcell:gateway_cold_start_seconds_count" in metrics
