@@ -54,6 +54,9 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
                    default=EngineConfig.max_num_batched_tokens,
                    help="token budget per step; long prompts prefill in chunks of this size")
     g.add_argument("--no-prefix-caching", action="store_true", help="disable prefix caching")
+    g.add_argument("--max-loras", type=int, default=EngineConfig.max_loras,
+                   help="LoRA adapters resident at once; more are loaded on demand, least "
+                        "recently used evicted (default: %(default)s)")
     g.add_argument("--step-hold-ms", type=float, default=EngineConfig.step_hold_ms,
                    help="the most a step is held (and at most 2%% of a step) for requests about "
                         "to come: after a step that finished requests, for their replacements; "
@@ -71,6 +74,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
         enable_prefix_caching=not args.no_prefix_caching, step_hold_ms=args.step_hold_ms,
+        max_loras=args.max_loras,
         attention_backend=args.attention_backend, omp_spin_count=args.omp_spin_count,
         model_key_file=args.model_key_file,
         **({"weight_cache_dir": None} if args.no_weight_cache else {}),

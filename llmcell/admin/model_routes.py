@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmcell.admin.adapters import adapter_spec
 from llmcell.admin.audit import Audit
 from llmcell.admin.errors import AdminError, read_body
 from llmcell.admin.placement import ModelSpec
@@ -29,6 +30,11 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
         out = {"model": spec.model, "model_path": spec.model_path,
                "checkpoint": spec.checkpoint, "max_replicas": spec.replicas,
                "active_replicas": registry.active_replicas(spec.model)}
+        if spec.base is not None:
+            out["base"] = spec.base
+        adapters = registry.adapters_of(spec.model)
+        if adapters:
+            out["adapters"] = adapters
         if spec.scaling is not None:
             placeable = sum(1 for rec in registry.servers.values()
                             if rec.info.can_load(spec.model_path) and not rec.leaving
@@ -45,6 +51,11 @@ def model_routes(config: AdminConfig, registry: CellRegistry, audit: Audit) -> l
             req = parse_publish(await read_body(request, config.max_body_bytes), "v2")
         except SaxError as e:
             raise AdminError(e.status, e.message) from None
+        if req.base is not None:
+            if not under_roots(req.model_path, config.model_roots):
+                raise AdminError(400, f"adapter {req.model}: model_path {req.model_path!r} is "
+                                      "not under a model root (the admin's --model-root folders)")
+            return await adapter_spec(req, registry, config.bytes_per_param)
         external = (registry.external_memory(req.model_path) if req.checkpoint == "None"
                     else None)
         for field, value in (("model_path", req.model_path), ("checkpoint", req.checkpoint)):

@@ -8,6 +8,8 @@ Rules, in order, for each model (by name, so the result is deterministic):
   never has fewer ready replicas than before;
 - missing replicas go to distinct servers that can load the source and have the memory free, the
   server with the most free memory first. What does not fit stays pending.
+- a LoRA adapter (`base` set) is placed after the models, only on servers that hold its base
+  (kept only where the base stays), sized by its own bytes.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ class ModelSpec:
     """The replicas it should have now (the autoscaler's count when it is scaled)."""
     memory_bytes: int
     scaling: ScalingPolicy | None = None
+    base: str | None = None
+    """A LoRA adapter: the published model it runs on (placed only where that model is)."""
 
     @property
     def assignment(self) -> Assignment:
-        return Assignment(self.model, self.model_path, self.checkpoint)
+        return Assignment(self.model, self.model_path, self.checkpoint, self.base or "")
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,13 @@ def place(models: list[ModelSpec], servers: list[ServerSlot],
             if h.assignment.model in specs:
                 by_model[h.assignment.model].append((s.id, h))
 
+    order = sorted(specs, key=lambda m: (specs[m].base is not None, m))  # bases first
     free = {s.id: s.memory_bytes for s in servers}
-    for name in sorted(specs):
+
+    def has_base(spec: ModelSpec, hs) -> bool:
+        return spec.base is None or any(h.assignment.model == spec.base for h in hs)
+
+    for name in order:
         spec = specs[name]
         current = [(sid, h) for sid, h in by_model[name] if h.assignment == spec.assignment]
         old = [(sid, h) for sid, h in by_model[name] if h.assignment != spec.assignment]
@@ -85,12 +94,14 @@ def place(models: list[ModelSpec], servers: list[ServerSlot],
         old_ready = [(sid, h) for sid, h in old if h.ready]
         old = old_ready[:max(0, spec.replicas - ready_new)]
         for sid, h in current + old:
+            if not has_base(spec, kept[sid]):
+                continue
             kept[sid].append(h)
             free[sid] -= h.memory_bytes
     placed = {sid: list(hs) for sid, hs in kept.items()}
     if allow_new:
         by_id = {s.id: s for s in servers}
-        for name in sorted(specs):
+        for name in order:
             spec = specs[name]
             holders = [sid for sid, hs in placed.items() for h in hs if h.assignment.model == name]
             new = [sid for sid, hs in placed.items() for h in hs
@@ -105,7 +116,8 @@ def place(models: list[ModelSpec], servers: list[ServerSlot],
                 candidates = [sid for sid in placed
                               if sid not in new and by_id[sid].can_load(spec.model_path)
                               and spec.assignment not in by_id[sid].refused
-                              and free[sid] >= spec.memory_bytes]
+                              and free[sid] >= spec.memory_bytes
+                              and has_base(spec, placed[sid])]
                 if not candidates:
                     break
                 sid = max(candidates, key=lambda s: (s not in holders, free[s], s))

@@ -178,7 +178,13 @@ class CellRegistry:
         self.store.put(spec)
         self._replan(now)
 
+    def adapters_of(self, model: str) -> list[str]:
+        return [s.model for s in self.store.all() if s.base == model]
+
     def unpublish(self, model: str, now: float) -> None:
+        if self.adapters_of(model):
+            raise Conflict(f"model {model} has LoRA adapters published on it "
+                           f"({', '.join(self.adapters_of(model))}); unpublish them first")
         if not self.store.delete(model):
             raise NotFound(model)
         self.scaling.forget(model)
@@ -202,15 +208,18 @@ class CellRegistry:
         return out
 
     def routes(self, now: float | None = None) -> RouteView:
-        models, checkpoints, sources = {}, {}, {}
+        models, checkpoints, sources, bases = {}, {}, {}, {}
         for spec in self.store.all():
             models[spec.model] = [Replica(rec.info.id, rec.info.address, r.running, r.waiting,
-                                          r.max_model_len, r.slots)
+                                          r.max_model_len, r.slots,
+                                          resident=r.resident if spec.base else None)
                                   for rec, r in self._ready(spec.model)]
             checkpoints[spec.model] = spec.checkpoint
             sources[spec.model] = spec.model_path
+            if spec.base:
+                bases[spec.model] = spec.base
         return RouteView(self.version, models, checkpoints, sources,
-                         self.cold(now) if now is not None else [])
+                         self.cold(now) if now is not None else [], bases)
 
     def servers_json(self, now: float) -> list[dict]:
         return [dict(rec.info.to_json(), seconds_since_heartbeat=round(now - rec.last_seen, 3),

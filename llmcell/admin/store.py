@@ -23,13 +23,15 @@ MIGRATIONS = [Migration(1, ("""CREATE TABLE IF NOT EXISTS models (
     replicas INTEGER NOT NULL,
     memory_bytes {bigint} NOT NULL,
     updated {real} NOT NULL
-)""",)), Migration(2, ("ALTER TABLE models ADD COLUMN scaling TEXT",))]
-_COLUMNS = "model, model_path, checkpoint, replicas, memory_bytes, scaling"
+)""",)), Migration(2, ("ALTER TABLE models ADD COLUMN scaling TEXT",)),
+              Migration(3, ("ALTER TABLE models ADD COLUMN base TEXT",))]
+_COLUMNS = "model, model_path, checkpoint, replicas, memory_bytes, scaling, base"
 
 
 def _spec(row) -> ModelSpec:
-    *fields, scaling = row
-    return ModelSpec(*fields, ScalingPolicy.from_json(json.loads(scaling)) if scaling else None)
+    *fields, scaling, base = row
+    return ModelSpec(*fields, ScalingPolicy.from_json(json.loads(scaling)) if scaling else None,
+                     base or None)
 
 
 class ModelStore:
@@ -50,12 +52,13 @@ class ModelStore:
     def put(self, spec: ModelSpec) -> None:
         self.db.execute(
             f"INSERT INTO models ({_COLUMNS}, updated) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
             "model_path = excluded.model_path, checkpoint = excluded.checkpoint, "
             "replicas = excluded.replicas, memory_bytes = excluded.memory_bytes, "
-            "scaling = excluded.scaling, updated = excluded.updated",
+            "scaling = excluded.scaling, base = excluded.base, updated = excluded.updated",
             (spec.model, spec.model_path, spec.checkpoint, spec.replicas, spec.memory_bytes,
-             json.dumps(spec.scaling.to_json()) if spec.scaling else None, time.time()))
+             json.dumps(spec.scaling.to_json()) if spec.scaling else None, spec.base,
+             time.time()))
 
     def delete(self, model: str) -> bool:
         return self.db.execute("DELETE FROM models WHERE model = ?", (model,)).rowcount > 0

@@ -57,6 +57,9 @@ class EngineConfig:
     model_key_file: str | None = None
     """The master key of an encrypted model file (`llmcell keys encrypt-model`): decrypted in
     memory, never cached or written in the clear."""
+    max_loras: int = 4
+    """LoRA adapters resident at once (loaded on demand, least recently used evicted; requests
+    for more wait)."""
     show_progress: bool = False
     """Print a loading progress bar (to stderr) while weights load."""
 
@@ -76,6 +79,7 @@ class EngineConfig:
         _positive("kv_cache_memory", self.kv_cache_memory)
         _positive("max_num_seqs", self.max_num_seqs)
         _positive("max_num_batched_tokens", self.max_num_batched_tokens)
+        _positive("max_loras", self.max_loras)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0 (0 means the usable CPUs)")
         if not isinstance(self.omp_spin_count, int) or self.omp_spin_count < 0:

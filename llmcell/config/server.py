@@ -68,6 +68,8 @@ class ServerConfig:
     max_queue: int = 256
     """Requests that may wait for a batch slot; more get 429 with Retry-After."""
     drain_timeout: float = 30.0
+    adapter_base_timeout: float = 600.0
+    """How long a LoRA adapter assigned here waits for its base model to be ready."""
     """Seconds to finish running requests after SIGTERM before exiting."""
     engine_process: bool = True
     """Run the builtin engine's core in a process of its own (the HTTP event loop and the engine's

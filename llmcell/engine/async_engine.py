@@ -27,6 +27,7 @@ from llmcell.engine.holds import HandOff
 from llmcell.engine.kv_cache.event_log import KVEventLog
 from llmcell.engine.messages import (AddRequest, Dead, Outputs, Stop, ToClient, ToCore)
 from llmcell.engine.outputs import RequestOutput, Resume
+from llmcell.protocol.lora import AdapterRef
 from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.stats import EngineStats
 
@@ -133,7 +134,8 @@ class EngineClient:
         return self._error is not None
 
     def submit(self, prompt_token_ids: list[int], params: SamplingParams,
-               request_id: str, resume: Resume | None = None) -> RequestStream:
+               request_id: str, resume: Resume | None = None,
+               adapter: AdapterRef | None = None) -> RequestStream:
         """Queue a request for the engine now; its outputs arrive on the returned stream, which
         the caller must iterate to the end or `close()`. Call from the event loop."""
         if self._error is not None:
@@ -145,12 +147,13 @@ class EngineClient:
                 raise ValueError(f"request id {request_id!r} is already running")
             self._streams[request_id] = stream
         self.hand_off.add(stream.loop, AddRequest(request_id, list(prompt_token_ids), params,
-                                                  time.monotonic(), resume))
+                                                  time.monotonic(), resume, adapter))
         return stream
 
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
-                       request_id: str) -> AsyncIterator[RequestOutput]:
-        stream = self.submit(prompt_token_ids, params, request_id)
+                       request_id: str, adapter: AdapterRef | None = None
+                       ) -> AsyncIterator[RequestOutput]:
+        stream = self.submit(prompt_token_ids, params, request_id, adapter=adapter)
         try:
             async for out in stream:
                 yield out

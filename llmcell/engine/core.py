@@ -26,6 +26,8 @@ from llmcell.encryption import read_key
 from llmcell.engine.loader import load_checkpoint
 from llmcell.tokenizer.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
+from llmcell.engine.lora.slots import AdapterSlots
+from llmcell.engine.lora.weights import LoraWeights, load_lora
 from llmcell.engine.models import numerics
 from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
@@ -33,6 +35,7 @@ from llmcell.engine.parallel.group import LeaderRunner
 from llmcell.engine.parallel.tensor import TensorParallel, shard_tensor
 from llmcell.engine.outputs import (CompletionOutput, RequestMetrics, RequestOutput, Resume,
                                     TokenLogprob)
+from llmcell.protocol.lora import AdapterRef, cache_root
 from llmcell.protocol.sampling import SamplingParams, check_request
 from llmcell.engine.runner import ModelRunner
 from llmcell.engine.sampling.grammar import GrammarCompiler
@@ -51,6 +54,9 @@ class _Request:
     detoks: list[IncrementalDetokenizer]
     outputs: list[CompletionOutput]
     touched: set[int] = field(default_factory=set)
+    adapter: AdapterRef | None = None
+    lora: LoraWeights | None = None
+    """Its adapter's weights once resident (pinned until the request ends)."""
 
 
 class EngineCore:
@@ -99,6 +105,11 @@ class EngineCore:
         self.grammars = GrammarCompiler(self.tokenizer, self.model.full_vocab)
         self._compiling: dict[str, Future] = {}
         """Guided requests whose grammar compiles (off the step): scheduled once it has."""
+        self.adapters = AdapterSlots(config.max_loras, partial(
+            load_lora, config=self.model.config, dtype=dtype, device=device))
+        self._adapter_wait: dict[str, _Request] = {}
+        """Requests whose LoRA adapter is not resident yet, in arrival order."""
+        self._tp_size = 1 if tp is None else tp.size
         self._refused: list[tuple[str, str]] = []
         self._seq_ids = itertools.count()
         self._prompt_tokens = 0
@@ -165,9 +176,11 @@ class EngineCore:
 
     def add_request(self, request_id: str, prompt_token_ids: list[int],
                     params: SamplingParams, arrival: float | None = None,
-                    resume: Resume | None = None) -> None:
+                    resume: Resume | None = None, adapter: AdapterRef | None = None) -> None:
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already running")
+        if adapter is not None and self._tp_size > 1:
+            raise ValueError("LoRA adapters are not served by a tensor-parallel group yet")
         params = self.check_request(prompt_token_ids, params)
         if resume is not None and (params.n != 1 or len(resume.token_ids) >= params.max_tokens):
             raise ValueError(f"a continuation needs n=1 and fewer than max_tokens="
@@ -180,6 +193,8 @@ class EngineCore:
                            eos_token_ids=self.tokenizer.eos_token_ids)
             if arrival is not None:
                 seq.times.arrival = arrival
+            if adapter is not None:
+                seq.cache_root = cache_root(adapter.name)
             detok = IncrementalDetokenizer(self.tokenizer, p.stop, p.skip_special_tokens,
                                            p.include_stop_str_in_output)
             out = CompletionOutput(i, logprobs=[] if p.logprobs is not None else None)
@@ -190,13 +205,41 @@ class EngineCore:
             seqs.append(seq)
             detoks.append(detok)
             outs.append(out)
-        self._requests[request_id] = _Request(request_id, list(prompt_token_ids), params, seqs,
-                                              detoks, outs)
+        req = _Request(request_id, list(prompt_token_ids), params, seqs, detoks, outs,
+                       adapter=adapter)
+        self._requests[request_id] = req
         if params.guided is not None:
             self._compiling[request_id] = self.grammars.submit(params.guided)
             return
-        for seq in seqs:
+        self._queue(req)
+
+    def _queue(self, req: _Request) -> None:
+        """To the scheduler, or to wait for its adapter to be resident."""
+        if req.adapter is not None:
+            self._adapter_wait[req.request_id] = req
+            return
+        for seq in req.seqs:
             self.scheduler.add(seq)
+
+    def _admit_adapted(self) -> None:
+        """Schedule the requests whose adapters are resident (starting loads for the others as
+        slots allow); refuse those whose adapter failed to load."""
+        for ref, reason in self.adapters.failures():
+            for rid, req in list(self._adapter_wait.items()):
+                if req.adapter == ref:
+                    del self._adapter_wait[rid], self._requests[rid]
+                    self._refused.append((rid, f"LoRA adapter {ref.name}: {reason}"))
+        for rid, req in list(self._adapter_wait.items()):
+            weights = self.adapters.acquire(req.adapter)
+            if weights is None:
+                continue
+            del self._adapter_wait[rid]
+            req.lora = weights
+            for seq in req.seqs:
+                seq.adapter = weights
+                self.scheduler.add(seq)
+        if self._adapter_wait and not self.scheduler.has_work():
+            self.adapters.wait(0.01)
 
     def _admit_compiled(self) -> None:
         """Schedule the guided requests whose grammars have compiled (waiting briefly for one
@@ -216,7 +259,7 @@ class EngineCore:
                 continue
             for seq in req.seqs:
                 seq.grammar = grammar
-                self.scheduler.add(seq)
+            self._queue(req)
 
     def take_refused(self) -> list[tuple[str, str]]:
         """(request id, reason) of requests refused after they were added (their grammar did
@@ -230,6 +273,7 @@ class EngineCore:
         if req is None:
             return None
         self._compiling.pop(request_id, None)
+        self._adapter_wait.pop(request_id, None)
         for seq, out in zip(req.seqs, req.outputs):
             if not seq.is_finished:
                 self.scheduler.finish(seq, "abort")
@@ -238,7 +282,7 @@ class EngineCore:
         return self._emit(req)
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work() or bool(self._compiling)
+        return self.scheduler.has_work() or bool(self._compiling or self._adapter_wait)
 
     @property
     def num_requests(self) -> int:
@@ -248,6 +292,8 @@ class EngineCore:
     def step(self) -> list[RequestOutput]:
         if self._compiling:
             self._admit_compiled()
+        if self._adapter_wait or self.adapters.busy():
+            self._admit_adapted()
         started = time.monotonic()
         plan = self.scheduler.schedule()
         result = self.runner.execute(plan)
@@ -311,6 +357,8 @@ class EngineCore:
         )
         if finished:
             del self._requests[req.request_id]
+            if req.lora is not None:
+                self.adapters.release(req.lora)
         return RequestOutput(req.request_id, req.prompt_token_ids, outs, finished, metrics)
 
     def stats(self) -> EngineStats:
@@ -328,4 +376,5 @@ class EngineCore:
             generation_tokens=self._generation_tokens,
             steps=self._steps,
             prefill_seconds=self._prefill_seconds,
+            adapters=self.adapters.snapshot(),
         )

@@ -11,6 +11,7 @@ from llmcell.engine.parallel.tensor import TensorParallel
 from llmcell.tokenizer.chat_template import render_chat
 from llmcell.engine.loader.weights import Checkpoint
 from llmcell.engine.outputs import RequestOutput
+from llmcell.protocol.lora import AdapterRef
 from llmcell.protocol.sampling import SamplingParams
 
 Prompt = str | list[int]
@@ -36,7 +37,11 @@ class LLM:
                            self.tokenizer.bos_token, self.tokenizer.eos_token)
 
     def generate(self, prompts: Prompt | Seq[Prompt],
-                 params: SamplingParams | Seq[SamplingParams] | None = None) -> list[RequestOutput]:
+                 params: SamplingParams | Seq[SamplingParams] | None = None,
+                 lora_request: AdapterRef | Seq[AdapterRef | None] | None = None
+                 ) -> list[RequestOutput]:
+        """`lora_request`: the LoRA adapter every prompt runs with, or one per prompt (None:
+        the base model)."""
         if isinstance(prompts, str) or (isinstance(prompts, list) and prompts
                                         and isinstance(prompts[0], int)):
             prompts = [prompts]
@@ -44,9 +49,13 @@ class LLM:
         plist = list(params) if not isinstance(params, SamplingParams) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(plist)} sampling parameter sets")
+        loras = (list(lora_request) if isinstance(lora_request, (list, tuple))
+                 else [lora_request] * len(prompts))
+        if len(loras) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(loras)} LoRA requests")
         ids = [f"offline-{i}" for i in range(len(prompts))]
-        for rid, prompt, p in zip(ids, prompts, plist):
-            self.core.add_request(rid, self.encode_prompt(prompt), p)
+        for rid, prompt, p, lora in zip(ids, prompts, plist, loras):
+            self.core.add_request(rid, self.encode_prompt(prompt), p, adapter=lora)
         final: dict[str, RequestOutput] = {}
         while self.core.has_work():
             for out in self.core.step():

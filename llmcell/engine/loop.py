@@ -41,7 +41,7 @@ def apply(core, commands: Commands, errors: list[RequestError]) -> list[RequestO
         if isinstance(item, AddRequest):
             try:
                 core.add_request(item.request_id, item.prompt_token_ids, item.params, item.arrival,
-                                 item.resume)
+                                 item.resume, item.adapter)
             except ValueError as e:
                 errors.append(RequestError(item.request_id, str(e)))
         elif (out := core.abort(item.request_id)) is not None:

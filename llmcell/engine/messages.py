@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Union
 
 from llmcell.config.engine import EngineConfig
 from llmcell.engine.outputs import RequestOutput, Resume
+from llmcell.protocol.lora import AdapterRef
 from llmcell.protocol.sampling import SamplingParams
 from llmcell.engine.stats import EngineStats
 
@@ -41,6 +42,8 @@ class AddRequest:
     arrival: float
     """`time.monotonic()` when the client submitted it (queueing time is measured from it)."""
     resume: Resume | None = None
+    adapter: AdapterRef | None = None
+    """The LoRA adapter it runs with (None: the base model)."""
 
 
 @dataclass(frozen=True, slots=True)

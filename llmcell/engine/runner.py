@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from llmcell.engine.lora.weights import LoraBatch
 from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, NativeDecode,
                                              PagedKVCache, PrefillSpan, native_prefix)
 from llmcell.engine.models.llama import LlamaModel
@@ -142,24 +143,31 @@ class ModelRunner:
                                         s.grammar, s.eos_token_ids))
         idx = torch.tensor(sample_rows, device=self.device) if rows else None
         masks = self.sampler.guided.begin(rows, self.model.full_vocab)  # while the model runs
-        logits = self.run_model(input_ids, positions, meta, idx)
+        logits = self.run_model(input_ids, positions, meta, idx, self._lora(ordered))
         if logits is None:
             return result
         for r, tok in zip(rows, self.sampler(logits, rows, masks)):
             result.sampled[r.seq_id] = tok
         return result
 
+    def _lora(self, ordered) -> LoraBatch | None:
+        if all(c.seq.adapter is None for c in ordered):
+            return None
+        return LoraBatch.from_rows([c.seq.adapter for c in ordered],
+                                   [c.num_tokens for c in ordered], self.device)
+
     def run_model(self, input_ids: torch.Tensor, positions: torch.Tensor,
-                  meta: AttentionMetadata, sample_idx: torch.Tensor | None) -> torch.Tensor | None:
+                  meta: AttentionMetadata, sample_idx: torch.Tensor | None,
+                  lora: LoraBatch | None = None) -> torch.Tensor | None:
         """The model's part of a step (what every rank of a group runs): logits of the rows to
         sample, or None when no row samples."""
-        hidden = self.model.forward(input_ids, positions, meta, self.cache)
+        hidden = self.model.forward(input_ids, positions, meta, self.cache, lora)
         if sample_idx is None:
             return None
         return self.model.logits(hidden.index_select(0, sample_idx))
 
     def forward_logits(self, plan: SchedulerPlan) -> torch.Tensor:
         """Logits for every token of the plan (tests compare them with a reference model)."""
-        input_ids, positions, meta, _ = self.build_inputs(plan)
-        hidden = self.model.forward(input_ids, positions, meta, self.cache)
+        input_ids, positions, meta, ordered = self.build_inputs(plan)
+        hidden = self.model.forward(input_ids, positions, meta, self.cache, self._lora(ordered))
         return self.model.logits(hidden)

@@ -10,6 +10,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from llmcell.protocol.kv_events import ROOT_KEY
 from llmcell.protocol.sampling import SamplingParams
 
 
@@ -55,6 +56,10 @@ class Sequence:
     times: SequenceTimes = field(default_factory=SequenceTimes)
     grammar: object | None = None
     """The compiled grammar its output follows (guided decoding), set before it is scheduled."""
+    adapter: object | None = None
+    """The LoRA weights it runs with (engine/lora/weights.py), set before it is scheduled."""
+    cache_root: int = ROOT_KEY
+    """Parent key of its first prefix-cache block: each adapter's prefixes are its own."""
 
     def __post_init__(self) -> None:
         if not self.times.arrival:

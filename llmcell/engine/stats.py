@@ -24,3 +24,5 @@ class EngineStats:
     prefill_seconds: float = 0.0
     """How long the most recent step that computed prompt tokens took (0 before the first): the
     scale of what a request that misses a prefill step waits for it."""
+    adapters: tuple[tuple[str, int, int, float, bool], ...] = ()
+    """Per LoRA adapter used: (name, loads, evictions, load seconds, resident now)."""

@@ -150,7 +150,7 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
         """The smallest context window among the model's replicas: what every one accepts."""
         lengths = [r.max_model_len for r in view.view.models.get(model, []) if r.max_model_len]
         return model_card(model, created, min(lengths, default=0),
-                          root=view.view.sources.get(model))
+                          root=view.view.sources.get(model), parent=view.view.bases.get(model))
 
     async def models(request: Request) -> Response:
         caller = principal_of(request)

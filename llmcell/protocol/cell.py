@@ -33,14 +33,22 @@ class Assignment:
     model: str
     model_path: str
     checkpoint: str = "None"
+    base: str = ""
+    """A LoRA adapter: the model it runs on, held by the same server ("" for a model)."""
 
     def to_json(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.base:
+            del out["base"]
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> "Assignment":
+        base = data.get("base", "") if isinstance(data, dict) else ""
+        if not isinstance(base, str):
+            raise WireError(f"field 'base' has the wrong type ({type(base).__name__})")
         return cls(_get(data, "model", str), _get(data, "model_path", str),
-                   _get(data, "checkpoint", str))
+                   _get(data, "checkpoint", str), base)
 
 
 @dataclass(frozen=True)
@@ -60,10 +68,15 @@ class ReplicaReport:
     """Requests its engine runs at once (its batch size; 0: unknown, an external engine)."""
     kv_usage: float = 0.0
     """Fraction of its KV cache in use (0-1)."""
+    base: str = ""
+    """A LoRA adapter's base model ("" for a model)."""
+    resident: bool = True
+    """A LoRA adapter: its weights are loaded in the engine now (requests for it start at
+    once; elsewhere they wait for a load)."""
 
     @property
     def assignment(self) -> Assignment:
-        return Assignment(self.model, self.model_path, self.checkpoint)
+        return Assignment(self.model, self.model_path, self.checkpoint, self.base)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,7 +90,8 @@ class ReplicaReport:
                    _get(data, "checkpoint", str), state, str(data.get("error", "")),
                    int(data.get("running", 0)), int(data.get("waiting", 0)),
                    int(data.get("max_model_len", 0)), int(data.get("slots", 0)),
-                   float(data.get("kv_usage", 0.0)))
+                   float(data.get("kv_usage", 0.0)), str(data.get("base", "")),
+                   bool(data.get("resident", True)))
 
 
 @dataclass(frozen=True)
@@ -130,11 +144,17 @@ class Replica:
     """Requests its engine runs at once (0: unknown): the gateway queues beyond them."""
     outstanding: int = 0
     """Requests this gateway has in flight to it (the gateway's own count; not on the wire)."""
+    resident: bool | None = None
+    """For a LoRA adapter: whether the replica's engine holds its weights now (None: a
+    model, not an adapter). The router prefers replicas that do (adapter affinity)."""
 
     def to_json(self) -> dict:
-        return {"server_id": self.server_id, "address": self.address, "running": self.running,
-                "waiting": self.waiting, "max_model_len": self.max_model_len,
-                "slots": self.slots}
+        out = {"server_id": self.server_id, "address": self.address, "running": self.running,
+               "waiting": self.waiting, "max_model_len": self.max_model_len,
+               "slots": self.slots}
+        if self.resident is not None:
+            out["resident"] = self.resident
+        return out
 
 
 @dataclass
@@ -150,11 +170,14 @@ class RouteView:
     cold: list[str] = field(default_factory=list)
     """Models with no ready replica that are getting one (scaled to zero, or moving): a gateway
     holds their requests instead of refusing them."""
+    bases: dict[str, str] = field(default_factory=dict)
+    """Each LoRA adapter's base model (the model cards' `parent`)."""
 
     def to_json(self) -> dict:
         return {"version": self.version,
                 "models": {m: [r.to_json() for r in rs] for m, rs in self.models.items()},
-                "checkpoints": self.checkpoints, "sources": self.sources, "cold": self.cold}
+                "checkpoints": self.checkpoints, "sources": self.sources, "cold": self.cold,
+                "bases": self.bases}
 
     @classmethod
     def from_json(cls, data: Any) -> "RouteView":
@@ -167,4 +190,4 @@ class RouteView:
                    {m: [Replica(**r) for r in rs] for m, rs in models.items()},
                    names("checkpoints"), names("sources"),
                    [str(m) for m in data.get("cold", [])] if isinstance(data.get("cold"), list)
-                   else [])
+                   else [], names("bases"))

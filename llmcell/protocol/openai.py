@@ -305,13 +305,15 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 def model_card(model_id: str, created: int, max_model_len: int, owned_by: str = "llmcell",
-               root: str | None = None) -> dict:
-    """An OpenAI model card with vLLM's extras: `max_model_len`, and `root`, the model it serves
-    (`llmcell tokenizer export ROOT DIR` gives client tools its tokenizer)."""
+               root: str | None = None, parent: str | None = None) -> dict:
+    """An OpenAI model card with vLLM's extras: `max_model_len`, `root`, the model it serves
+    (`llmcell tokenizer export ROOT DIR` gives client tools its tokenizer), and `parent`, a LoRA
+    adapter's base model (null for a model, as vLLM)."""
     card = {"id": model_id, "object": "model", "created": created, "owned_by": owned_by,
             "max_model_len": max_model_len}
     if root:
         card["root"] = root
+    card["parent"] = parent
     return card
 
 

@@ -51,6 +51,8 @@ class Publish:
     replicas: int
     scaling: ScalingPolicy | None = None
     """`autoscaling` (an extra over Saxml's body): `replicas` is then where it starts."""
+    base: str | None = None
+    """`base` (an extra): `model_path` is a LoRA adapter of this published model."""
 
     def reply(self, dialect: str) -> dict:
         key = "path" if dialect == "v1" else "model_path"
@@ -58,6 +60,8 @@ class Publish:
                "replicas": self.replicas}
         if self.scaling is not None:
             out["autoscaling"] = self.scaling.to_json()
+        if self.base is not None:
+            out["base"] = self.base
         return out
 
     def to_json(self) -> dict:
@@ -65,6 +69,8 @@ class Publish:
                "replicas": self.replicas}
         if self.scaling is not None:
             out["autoscaling"] = self.scaling.to_json()
+        if self.base is not None:
+            out["base"] = self.base
         return out
 
 
@@ -108,7 +114,13 @@ def parse_publish(body: Any, dialect: str) -> Publish:
     """Publish and update share this shape: model, model_path (v1: path), checkpoint, replicas."""
     body = _object(body)
     path_key = "path" if dialect == "v1" and "path" in body else "model_path"
-    _keys(body, ("model", path_key, "checkpoint", "replicas"), ("autoscaling",), dialect)
+    _keys(body, ("model", path_key, "checkpoint", "replicas"), ("autoscaling", "base"), dialect)
+    base = body.get("base")
+    if base is not None:
+        if not isinstance(base, str):
+            raise SaxError(400, f"'base' must name the published model an adapter runs on, got "
+                                f"{base!r}")
+        base = model_name(base)
     scaling = None
     if body.get("autoscaling") is not None:
         try:
@@ -131,7 +143,7 @@ def parse_publish(body: Any, dialect: str) -> Publish:
     source = _text(body, path_key)
     if "\x00" in source:
         raise SaxError(400, f"'{path_key}' must not hold a NUL character, got {source!r}")
-    return Publish(model_name(body["model"]), source, checkpoint, replicas, scaling)
+    return Publish(model_name(body["model"]), source, checkpoint, replicas, scaling, base)
 
 
 def parse_model_only(body: Any, dialect: str) -> str:

@@ -14,6 +14,11 @@
   gateway does not know (no index, a stale one, a model whose tokenizer it lacks), it routes as
   `prefix_affinity` does, so a conversation's first turn lands where its prefix hash points and
   gateways still agree.
+
+Every policy is wrapped in `adapter_affinity`: for a LoRA adapter (replicas that report whether
+their engine holds its weights), the policy chooses among the replicas that hold it and are under
+the bounded-load cap; when none is, the least-loaded replica gets it (and loads it), as llm-d's
+LoRA-affinity scorer does.
 """
 
 from __future__ import annotations
@@ -94,7 +99,17 @@ POLICIES: dict[str, Callable[[float], Policy]] = {
 }
 
 
+def adapter_affinity(replicas: Sequence[Replica], request: RouteRequest, inner: Policy,
+                     bound: float = 1.25) -> Replica:
+    if all(r.resident is None for r in replicas):
+        return inner(replicas, request)
+    total = sum(r.outstanding for r in replicas)
+    cap = math.ceil(bound * (total + 1) / len(replicas))
+    warm = [r for r in replicas if r.resident and r.outstanding < cap]
+    return inner(warm, request) if warm else least_load(replicas, request)
+
+
 def make_policy(name: str, bounded_load: float = 1.25) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"routing policy {name!r} is not one of {sorted(POLICIES)}")
-    return POLICIES[name](bounded_load)
+    return partial(adapter_affinity, inner=POLICIES[name](bounded_load), bound=bounded_load)

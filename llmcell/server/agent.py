@@ -69,10 +69,12 @@ class CellAgent:
         out = []
         for r in self.replicas.values():
             load = r.backend.load()
+            resident = getattr(r.backend, "resident", None)
             out.append(ReplicaReport(r.assignment.model, r.assignment.model_path,
                                      r.assignment.checkpoint, r.state, r.error, load.running,
                                      load.waiting, r.backend.max_model_len,
-                                     load.slots, load.kv_cache_usage).to_json())
+                                     load.slots, load.kv_cache_usage, r.assignment.base,
+                                     resident() if resident is not None else True).to_json())
         return out
 
     async def run(self) -> None:

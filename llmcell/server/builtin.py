@@ -22,6 +22,7 @@ from llmcell.tokenizer.prompts import chat_prompt_ids, completion_prompt_ids
 from llmcell.engine.outputs import RequestOutput, Resume
 from llmcell.engine.process import ProcessEngine
 from llmcell.protocol.errors import APIError, invalid
+from llmcell.protocol.lora import AdapterRef
 from llmcell.protocol.openai import (CONTINUATION, ChatRequest, CompletionRequest, Continuation,
                                     usage)
 from llmcell.protocol.sampling import ContextLengthError, SamplingParams, check_request
@@ -147,17 +148,19 @@ class BuiltinBackend:
         return completion_prompt_ids(self.engine.tokenizer, prompt)
 
     async def _run(self, prompt: list[int], params: SamplingParams, rid: str,
-                   resume: Continuation | None = None) -> AsyncIterator[RequestOutput]:
+                   resume: Continuation | None = None, adapter: AdapterRef | None = None
+                   ) -> AsyncIterator[RequestOutput]:
         """Engine outputs for one prompt, with metrics recorded when it finishes."""
-        stream = self._submit(prompt, params, rid, resume)
+        stream = self._submit(prompt, params, rid, resume, adapter)
         try:
-            async for out in self._outputs(stream):
+            async for out in self._outputs(stream, adapter):
                 yield out
         finally:
             stream.close()
 
     def _submit(self, prompt: list[int], params: SamplingParams, rid: str,
-                resume: Continuation | None = None) -> RequestStream:
+                resume: Continuation | None = None,
+                adapter: AdapterRef | None = None) -> RequestStream:
         """Queue the request; `resume`: it goes on from the tokens another replica generated."""
         if resume is not None and len(resume.token_ids) >= params.max_tokens:
             raise invalid(f"the continuation has {len(resume.token_ids)} tokens already, "
@@ -165,17 +168,40 @@ class BuiltinBackend:
                           CONTINUATION)
         try:
             return self.engine.submit(prompt, params, rid, None if resume is None else Resume(
-                resume.token_ids, resume.emitted_chars))
+                resume.token_ids, resume.emitted_chars), adapter)
         except EngineDeadError as e:
             raise APIError(503, str(e)) from None
 
-    async def _outputs(self, stream: RequestStream) -> AsyncIterator[RequestOutput]:
+    async def _outputs(self, stream: RequestStream,
+                       adapter: AdapterRef | None = None) -> AsyncIterator[RequestOutput]:
         last = None
-        async for out in stream:
-            last = out
-            yield out
+        try:
+            async for out in stream:
+                last = out
+                yield out
+        except ValueError as e:  # the engine refused it after queueing (an adapter that failed)
+            raise APIError(400, str(e)) from None
         if last is not None and last.finished:
-            self.metrics.observe_request(self.model_name, last)
+            self.metrics.observe_request(self.model_name if adapter is None else adapter.name,
+                                         last)
+
+    async def warm_adapter(self, adapter: AdapterRef) -> None:
+        """Run one token with `adapter`: its weights load and are checked against this model
+        (ValueError naming what does not fit)."""
+        self._check_ready()
+        stream = self.engine.submit([1, 2, 3], SamplingParams(max_tokens=1),
+                                    f"warm-{uuid.uuid4().hex}", None, adapter)
+        try:
+            async for _ in stream:
+                pass
+        finally:
+            stream.close()
+
+    def adapter_resident(self, adapter: str) -> bool:
+        """Whether the engine holds `adapter`'s weights now."""
+        if self.engine is None:
+            return False
+        return any(name == adapter and held for name, *_, held in self.engine.stats().adapters)
 
     def _streaming(self, body: AsyncIterator[bytes], streams: list[RequestStream]) -> Reply:
         """A streamed reply over requests already submitted (prefill starts while the response
@@ -190,8 +216,10 @@ class BuiltinBackend:
         return Reply(stream=self._guard(body), close=close)
 
     # ---- chat ----------------------------------------------------------------------------------------
-    async def chat(self, req: ChatRequest, raw: dict) -> Reply:
+    async def chat(self, req: ChatRequest, raw: dict, adapter: AdapterRef | None = None) -> Reply:
+        """`adapter`: run with this LoRA adapter of the model (answering under its name)."""
         self._check_ready()
+        name = self.model_name if adapter is None else adapter.name
         prompt = self._chat_prompt(req)
         params = self._fit(prompt, req.sampling, "messages")
         self._admit()
@@ -201,15 +229,15 @@ class BuiltinBackend:
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if req.stream:
-            stream = self._submit(prompt, params, rid, req.continuation)
-            body = chat_events(self._outputs(stream), Stream(
-                rid, created, self.model_name, params.n, req.include_usage,
+            stream = self._submit(prompt, params, rid, req.continuation, adapter)
+            body = chat_events(self._outputs(stream, adapter), Stream(
+                rid, created, name, params.n, req.include_usage,
                 req.return_token_ids), tools, failed)
             return self._streaming(body, [stream])
         self._in_flight += 1
         try:
             final = None
-            async for out in self._run(prompt, params, rid, req.continuation):
+            async for out in self._run(prompt, params, rid, req.continuation, adapter):
                 final = out
         except EngineDeadError as e:
             raise APIError(503, str(e)) from None
@@ -221,7 +249,7 @@ class BuiltinBackend:
             failed(failures)
             choices.append(choice)
         return Reply(body={"id": rid, "object": "chat.completion", "created": created,
-                           "model": self.model_name, "choices": choices,
+                           "model": name, "choices": choices,
                            "usage": usage(len(prompt), final.num_generated_tokens),
                            "timings": R.timings(final.metrics)})
 
@@ -239,8 +267,10 @@ class BuiltinBackend:
             yield event(APIError(503, str(e)).body()) + DONE
 
     # ---- completions ---------------------------------------------------------------------------------
-    async def complete(self, req: CompletionRequest, raw: dict) -> Reply:
+    async def complete(self, req: CompletionRequest, raw: dict,
+                       adapter: AdapterRef | None = None) -> Reply:
         self._check_ready()
+        name = self.model_name if adapter is None else adapter.name
         prompts = [self._completion_prompt(p) for p in req.prompts]
         params = [self._fit(p, req.sampling, "prompt") for p in prompts]
         self._admit()
@@ -252,20 +282,21 @@ class BuiltinBackend:
             streams = []
             try:
                 for i, (p, q) in enumerate(zip(prompts, params)):
-                    streams.append(self._submit(p, q, f"{rid}-{i}", req.continuation))
+                    streams.append(self._submit(p, q, f"{rid}-{i}", req.continuation, adapter))
             except BaseException:
                 for stream in streams:
                     stream.close()
                 raise
             body = completion_events(
-                [self._outputs(s) for s in streams],
-                Stream(rid, created, self.model_name, req.sampling.n, req.include_usage,
+                [self._outputs(s, adapter) for s in streams],
+                Stream(rid, created, name, req.sampling.n, req.include_usage,
                        req.return_token_ids),
                 echoes if req.echo else None, sum(len(p) for p in prompts))
             return self._streaming(body, streams)
         self._in_flight += 1
         try:
-            finals = await asyncio.gather(*[self._last(p, q, f"{rid}-{i}", req.continuation)
+            finals = await asyncio.gather(*[self._last(p, q, f"{rid}-{i}", req.continuation,
+                                                       adapter)
                                             for i, (p, q) in enumerate(zip(prompts, params))])
         except EngineDeadError as e:
             raise APIError(503, str(e)) from None
@@ -276,12 +307,12 @@ class BuiltinBackend:
                    for i, f in enumerate(finals) for o in f.outputs]
         gen = sum(f.num_generated_tokens for f in finals)
         return Reply(body={"id": rid, "object": "text_completion", "created": created,
-                           "model": self.model_name, "choices": choices,
+                           "model": name, "choices": choices,
                            "usage": usage(sum(len(p) for p in prompts), gen)})
 
-    async def _last(self, prompt, params, rid, resume=None) -> RequestOutput:
+    async def _last(self, prompt, params, rid, resume=None, adapter=None) -> RequestOutput:
         final = None
-        async for out in self._run(prompt, params, rid, resume):
+        async for out in self._run(prompt, params, rid, resume, adapter):
             final = out
         return final
 

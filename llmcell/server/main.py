@@ -26,6 +26,7 @@ from llmcell.edge.http_protocol import http_protocol
 from llmcell.server.host import ModelHost
 from llmcell.server.builtin import BuiltinBackend
 from llmcell.server.metrics import ServerMetrics
+from llmcell.server.adapters import AdapterBackend
 from llmcell.server.upstream import UpstreamBackend
 
 
@@ -37,8 +38,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-def make_backend(config: ServerConfig, metrics: ServerMetrics, assignment: Assignment | None = None):
-    """A backend for the configured model, or for a replica the admin assigned."""
+def make_backend(config: ServerConfig, metrics: ServerMetrics, assignment: Assignment | None = None,
+                 host: ModelHost | None = None):
+    """A backend for the configured model, or for a replica the admin assigned (a LoRA
+    adapter's runs on its base model's engine, in `host`)."""
+    if assignment is not None and assignment.base:
+        return AdapterBackend(assignment, host, config.adapter_base_timeout)
     if assignment is not None:
         source = assignment.model_path if assignment.checkpoint == "None" else assignment.checkpoint
         engine_config = (replace(config.engine_config, model=source)
@@ -74,7 +79,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
             await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1]
         address = config.advertise or f"{config.security.scheme}://{config.host}:{port}"
-        agent = CellAgent(config, host, address, lambda a: make_backend(config, metrics, a))
+        agent = CellAgent(config, host, address, lambda a: make_backend(config, metrics, a, host))
         members.append(agent)
         settle_heap()
         await agent.run()

@@ -48,6 +48,7 @@ class _EngineCollector:
                       s.prefix_cache_queries)
         yield counter("llmcell:prefix_cache_hits", "Prompt tokens found in the prefix cache.",
                       s.prefix_cache_hits)
+        yield from self._adapters(s.adapters)
         device = getattr(getattr(self.engine, "core", None), "device", None)
         if device is not None and device.type == "cuda":
             import torch
@@ -65,6 +66,28 @@ class _EngineCollector:
             if busy is not None:
                 yield gauge("llmcell:accelerator_utilization",
                             "Fraction of time the accelerator was busy (0-1), from NVML.", busy)
+
+
+    def _adapters(self, adapters):
+        """Per LoRA adapter the engine has run (its requests and tokens are counted under its
+        own `model_name` by the request metrics)."""
+        if not adapters:
+            return
+        labels = ["model_name", "adapter"]
+        loads = CounterMetricFamily("llmcell:lora_loads", "LoRA adapter loads into the engine.",
+                                    labels=labels)
+        evictions = CounterMetricFamily("llmcell:lora_evictions", "LoRA adapters evicted from "
+                                        "the engine to make room for another.", labels=labels)
+        seconds = CounterMetricFamily("llmcell:lora_load_seconds", "Time spent loading LoRA "
+                                      "adapters (off the engine's step).", labels=labels)
+        resident = GaugeMetricFamily("llmcell:lora_resident", "1 while the adapter's weights "
+                                     "are loaded in the engine.", labels=labels)
+        for name, n_loads, n_evictions, load_seconds, held in adapters:
+            loads.add_metric([self.model, name], n_loads)
+            evictions.add_metric([self.model, name], n_evictions)
+            seconds.add_metric([self.model, name], load_seconds)
+            resident.add_metric([self.model, name], 1.0 if held else 0.0)
+        yield from (loads, evictions, seconds, resident)
 
 
 class _LoadCollector:

@@ -51,15 +51,15 @@ def openai_routes(state: ServerState) -> list[Route]:
     async def completions(request: Request) -> Response:
         return await generate(request, parse_completion, "complete")
 
+    def card(b: ModelBackend) -> dict:
+        return model_card(b.model_name, state.created, b.max_model_len,
+                          root=getattr(b, "source", None), parent=getattr(b, "parent", None))
+
     async def models(request: Request) -> Response:
-        cards = [model_card(b.model_name, state.created, b.max_model_len,
-                            root=getattr(b, "source", None)) for b in host.ready()]
-        return JSONResponse({"object": "list", "data": cards})
+        return JSONResponse({"object": "list", "data": [card(b) for b in host.ready()]})
 
     async def model(request: Request) -> Response:
-        b = host.get(request.path_params["model_id"])
-        return JSONResponse(model_card(b.model_name, state.created, b.max_model_len,
-                                       root=getattr(b, "source", None)))
+        return JSONResponse(card(host.get(request.path_params["model_id"])))
 
     async def tokenize(request: Request) -> Response:
         body = await read_openai_json(request, max_body)

@@ -50,7 +50,7 @@ def test_a_file_from_before_migrations_keeps_its_rows(tmp_path):
     store = ModelStore(path)
     assert store.all() == [ModelSpec("/sax/test/a", "x.gguf", "None", 2, 100)]
     assert store.db.execute("SELECT version FROM schema_migrations WHERE component = 'models'"
-                            ).fetchall() == [(1,), (2,)]  # 2: the autoscaling column
+                            ).fetchall() == [(1,), (2,), (3,)]  # 2: autoscaling, 3: base
 
 
 def test_a_second_admin_on_one_sqlite_file_is_refused(tmp_path):

@@ -79,3 +79,19 @@ def test_rolling_update_surges_one_and_never_drops_ready_replicas_first():
     plan = place([new_spec], servers)
     assert sum(a == old for v in plan.values() for a in v) == 1
     assert sum(a == new for v in plan.values() for a in v) == 2
+
+
+def test_adapters_go_only_where_their_base_is_and_leave_with_it():
+    base = ModelSpec("/sax/test/m", "smollm2-135m-instruct", "None", 2, GB)
+    lora = ModelSpec("/sax/test/a", "/adapters/a", "None", 3, GB // 100, base="/sax/test/m")
+    servers = [ServerSlot(s, 4 * GB) for s in "abc"]
+    plan = place([lora, base], servers)  # the adapter sorts first by name: bases place first
+    assert len(holders(plan)) == 2
+    assert holders(plan, "/sax/test/a") == holders(plan)  # 3 wanted, 2 servers hold the base
+    assert all(a.base == "/sax/test/m" for hs in plan.values() for a in hs
+               if a.model == "/sax/test/a")
+    # the base moves off a server: its adapter is not kept there
+    held = [ServerSlot(sid, 4 * GB, tuple(Holding(a, True, 1) for a in plan[sid])) for sid in plan]
+    fewer = ModelSpec("/sax/test/m", "smollm2-135m-instruct", "None", 1, GB)
+    plan = place([lora, fewer], held)
+    assert holders(plan, "/sax/test/a") == holders(plan) and len(holders(plan)) == 1

@@ -77,9 +77,9 @@ class Cell:
         self.api_key: str | None = None
         """The key `sax()` sends (an admin key, with auth on)."""
 
-    def start_admin(self, port: int | None = None) -> Proc:
+    def start_admin(self, *args: str, port: int | None = None) -> Proc:
         self.admin = Proc("admin", "--state", str(self.tmp_path / "admin.sqlite3"),
-                          "--heartbeat-interval", HEARTBEAT, "--kv-reserve", "256MiB",
+                          "--heartbeat-interval", HEARTBEAT, "--kv-reserve", "256MiB", *args,
                           port=port, env=self.env)
         self.procs.append(self.admin)  # stopped at the end even if it never got ready
         return self.admin.wait()

@@ -80,3 +80,19 @@ def test_unknown_policy_names_the_choices():
 
     with pytest.raises(ValueError, match="least_load"):
         make_policy("fastest")
+
+
+def test_adapter_affinity_prefers_replicas_holding_the_adapter():
+    policy = make_policy("least_load")
+    warm = Replica("b", "http://b", resident=True)  # ties with a and c on load
+    cold = [Replica("a", "http://a", resident=False), Replica("c", "http://c", resident=False)]
+    assert policy([*cold, warm], RouteRequest()).server_id == "b"
+    # over the bounded-load cap, the least loaded replica gets it (and loads the adapter)
+    busy = Replica("b", "http://b", resident=True, outstanding=9)
+    assert policy([*cold, busy], RouteRequest()).server_id == "a"
+    # none holds it: the least loaded
+    assert policy([Replica("a", "http://a", resident=False, outstanding=3),
+                   Replica("c", "http://c", resident=False)], RouteRequest()).server_id == "c"
+    # a model (not an adapter) is routed by the policy alone
+    assert policy([Replica("a", "http://a", outstanding=1), Replica("c", "http://c")],
+                  RouteRequest()).server_id == "c"

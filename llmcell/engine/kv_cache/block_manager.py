@@ -4,8 +4,8 @@ The cache is `num_blocks` fixed-size blocks. A sequence's block table lists its 
 slot `i` of a sequence lives at `block_table[i // block_size] * block_size + i % block_size`.
 
 Prefix caching: every full block is keyed by a hash chain over token ids
-(protocol/kv_events.py `block_key(parent_key, tokens)`), so a block's key covers the whole prefix
-before it. A hit is
+(protocol/kv_events.py `block_key(parent_key, tokens)`) from the sequence's `cache_root` (one per
+LoRA adapter), so a block's key covers the whole prefix before it and the adapter it ran with. A hit is
 confirmed by comparing token ids, never by the hash alone. Blocks are reference counted; a block
 whose count drops to zero goes to the tail of the free list but keeps its key, so it can still be
 hit until it is reused (least recently freed blocks are reused first).
@@ -22,7 +22,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from llmcell.engine.sequence import Sequence
-from llmcell.protocol.kv_events import ROOT_KEY, block_key
+from llmcell.protocol.kv_events import block_key
 
 
 @dataclass
@@ -93,7 +93,7 @@ class BlockManager:
             return 0
         max_blocks = (num_tokens - 1) // self.block_size
         self.stats.queries += num_tokens
-        parent = ROOT_KEY
+        parent = seq.cache_root
         hit_blocks: list[int] = []
         keys: list[int] = []
         for b in range(max_blocks):
@@ -149,7 +149,7 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         full = seq.num_computed_tokens // self.block_size
-        parent = seq.block_hashes[-1] if seq.block_hashes else ROOT_KEY
+        parent = seq.block_hashes[-1] if seq.block_hashes else seq.cache_root
         for b in range(seq.num_hashed_blocks, full):
             tokens = tuple(seq.tokens_slice(b * self.block_size, (b + 1) * self.block_size))
             key = block_key(parent, tokens)

@@ -13,6 +13,7 @@ reduced-precision model rounds once per matmul input instead of at every sum.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,9 @@ from llmcell.engine.models.config import ModelConfig
 from llmcell.engine.models.linear import Linear
 from llmcell.engine.parallel.tensor import (TensorParallel, local_config, shard_weights,
                                             split_range, vocab_range)
+
+if TYPE_CHECKING:
+    from llmcell.engine.lora.weights import LoraBatch
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -117,7 +121,8 @@ class LlamaModel:
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
-                cache: PagedKVCache) -> torch.Tensor:
+                cache: PagedKVCache, lora: LoraBatch | None = None) -> torch.Tensor:
+        """`lora`: the rows that run LoRA adapters (their deltas are added to each projection)."""
         c = self.config
         eps = c.rms_norm_eps
         h = c.hidden_size
@@ -130,17 +135,28 @@ class LlamaModel:
         for i, layer in enumerate(self.layers):
             y = F.rms_norm(x, (h,), layer.input_norm, eps).to(act)
             qkv = layer.qkv(y)
+            if lora is not None:
+                qkv = lora.apply(i, "qkv", y, qkv)
             qk = self._rope(qkv[:, : self.q_size + self.kv_size].view(t, qk_heads, c.head_dim),
                             cos, sin)
             q = qk[:, : c.num_heads]
             k = qk[:, c.num_heads :]
             v = qkv[:, self.q_size + self.kv_size :].view(t, c.num_kv_heads, c.head_dim)
             attn = paged_attention(q, k, v, cache.keys[i], cache.values[i], meta, self.scale)
-            x = x + self._reduce(layer.o(attn)).float()
+            o = layer.o(attn)
+            if lora is not None:
+                o = lora.apply(i, "o", attn, o)
+            x = x + self._reduce(o).float()
             y = F.rms_norm(x, (h,), layer.post_norm, eps).to(act)
             gu = layer.gate_up(y)
+            if lora is not None:
+                gu = lora.apply(i, "gate_up", y, gu)
             g, u = gu.chunk(2, dim=-1)
-            x = x + self._reduce(layer.down(F.silu(g) * u)).float()
+            act_in = F.silu(g) * u
+            down = layer.down(act_in)
+            if lora is not None:
+                down = lora.apply(i, "down", act_in, down)
+            x = x + self._reduce(down).float()
         return x
 
     @torch.inference_mode()

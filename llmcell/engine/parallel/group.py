@@ -85,7 +85,7 @@ def _portable(meta: AttentionMetadata) -> AttentionMetadata:
 
 
 class LeaderRunner(ModelRunner):
-    def run_model(self, input_ids, positions, meta, sample_idx):
+    def run_model(self, input_ids, positions, meta, sample_idx, lora=None):
         _send(("step", input_ids, positions, _portable(meta), sample_idx))
         return super().run_model(input_ids, positions, meta, sample_idx)
 
