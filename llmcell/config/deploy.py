@@ -123,6 +123,9 @@ class RenderConfig:
     cert_manager_kind: str = "ClusterIssuer"
     hf_token_secret: str | None = None
     model_pvc: str | None = None
+    adapter_pvc: str | None = None
+    """A ReadOnlyMany PersistentVolumeClaim of LoRA adapter directories, mounted at /adapters
+    on the model servers and the admin (which checks adapters at publish)."""
     """PersistentVolumeClaim holding the weights, mounted read-only at /models."""
     admin_storage: str = "1Gi"
     storage_class: str | None = None
@@ -152,7 +155,7 @@ class RenderConfig:
         for field in ("gcp_service_account", "api_keys_secret", "cell_secret", "tls_secret",
                       "state_secret",
                       "cert_manager_issuer", "hf_token_secret",
-                      "model_pvc", "storage_class"):
+                      "model_pvc", "adapter_pvc", "storage_class"):
             value = getattr(self, field)
             if value is not None and field != "gcp_service_account" and not _DNS_LABEL.match(value):
                 raise ValueError(f"{field}={value!r} must be a Kubernetes object name")

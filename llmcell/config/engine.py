@@ -60,6 +60,9 @@ class EngineConfig:
     max_loras: int = 4
     """LoRA adapters resident at once (loaded on demand, least recently used evicted; requests
     for more wait)."""
+    max_lora_rank: int = 16
+    """Highest LoRA rank served (an adapter above it is refused). A step with adapters costs
+    about `max_loras * max_lora_rank` extra columns per projection, whatever the ranks used."""
     show_progress: bool = False
     """Print a loading progress bar (to stderr) while weights load."""
 
@@ -80,6 +83,7 @@ class EngineConfig:
         _positive("max_num_seqs", self.max_num_seqs)
         _positive("max_num_batched_tokens", self.max_num_batched_tokens)
         _positive("max_loras", self.max_loras)
+        _positive("max_lora_rank", self.max_lora_rank)
         if self.threads < 0:
             raise ValueError(f"threads={self.threads} must be >= 0 (0 means the usable CPUs)")
         if not isinstance(self.omp_spin_count, int) or self.omp_spin_count < 0:

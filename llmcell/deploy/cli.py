@@ -108,6 +108,7 @@ def render_config(args: argparse.Namespace) -> RenderConfig:
         cell_secret=args.cell_secret, cert_manager_issuer=args.cert_manager,
         cert_manager_kind=args.cert_manager_kind,
         hf_token_secret=args.hf_token_secret, model_pvc=args.model_pvc,
+        adapter_pvc=args.adapter_pvc,
         admin_storage=args.admin_storage, storage_class=args.storage_class,
         batch_blobs=args.batch_blobs, state_secret=args.state_secret, fallbacks=args.fallbacks)
 
@@ -166,6 +167,10 @@ def add_deploy_parsers(sub) -> None:
                         "/models/model)")
     g.add_argument("--model-pvc", default=None,
                    help="PersistentVolumeClaim with the weights, mounted read-only at /models")
+    g.add_argument("--adapter-pvc", default=None,
+                   help="ReadOnlyMany PersistentVolumeClaim of LoRA adapter directories, mounted "
+                        "at /adapters on the model servers and the admin (publish with "
+                        "model_path /adapters/NAME and base)")
     g.add_argument("--gpus-per-pod", type=int, default=None,
                    help="GPUs per pod (tke-gpu default 4, as the TKE guide)")
     g.add_argument("--cpu", default=None, help="CPU per model-server pod, requests = limits")

@@ -23,6 +23,12 @@ GROUP_PORT = 29500
 """torch.distributed rendezvous port of a built-in engine group (on the leader)."""
 
 SCRATCH = (Volume("tmp", empty_dir={}), VolumeMount("tmp", "/tmp"))
+ADAPTERS_PATH = "/adapters"
+"""Where LoRA adapter directories are mounted (`render --adapter-pvc`)."""
+
+
+def adapter_volume(claim: str) -> Volume:
+    return Volume("adapters", persistent_volume_claim={"claimName": claim, "readOnly": True})
 
 
 @dataclass(frozen=True)

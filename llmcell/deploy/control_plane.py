@@ -9,8 +9,9 @@ pods to model servers; the scraper's namespace to every metrics port.
 
 from __future__ import annotations
 
-from llmcell.deploy.common import (ADMIN_PORT, GATEWAY_PORT, SCRATCH, SERVER_PORT, VLLM_PORT,
-                                   Cell, http_container, small_resources)
+from llmcell.deploy.common import (ADAPTERS_PATH, ADMIN_PORT, GATEWAY_PORT, SCRATCH, SERVER_PORT,
+                                   VLLM_PORT, Cell, adapter_volume, http_container,
+                                   small_resources)
 from llmcell.deploy.endpoint_picker import EPP_HEALTH_PORT, EPP_METRICS_PORT, EPP_PORT
 from llmcell.deploy.k8s import (Certificate, ConfigMap, Deployment, DeploymentSpec, EnvVar, LabelSelector,
                                 Namespace, NetworkPolicy, ObjectMeta, PodDisruptionBudget,
@@ -81,6 +82,10 @@ def admin(cell: Cell) -> list:
         replicas = 2
     mounts = [VolumeMount("state", "/var/lib/llmcell")]
     volumes = [SCRATCH[0]]
+    if c.adapter_pvc:  # the admin reads adapters' headers to check them at publish
+        args += ["--model-root", ADAPTERS_PATH]
+        mounts.append(VolumeMount("adapters", ADAPTERS_PATH, read_only=True))
+        volumes.append(adapter_volume(c.adapter_pvc))
     if cell.gateway_tls_secret:  # trust the gateway's certificate (its Secret's ca.crt)
         args += ["--tls-ca", "/etc/llmcell/gateway-tls/ca.crt"]
         mounts.append(VolumeMount("gateway-tls", "/etc/llmcell/gateway-tls", read_only=True))

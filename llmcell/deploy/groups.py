@@ -17,8 +17,9 @@ import sys
 from dataclasses import dataclass
 
 from llmcell.deploy.accelerators import Accelerator, accelerator, shape_memory
-from llmcell.deploy.common import (GROUP_PORT, RAY_PORT, SCRATCH, SERVER_PORT, VLLM_PORT, Cell,
-                                   http_container, pod_env, small_resources)
+from llmcell.deploy.common import (ADAPTERS_PATH, GROUP_PORT, RAY_PORT, SCRATCH, SERVER_PORT,
+                                   VLLM_PORT, Cell, adapter_volume, http_container, pod_env,
+                                   small_resources)
 from llmcell.deploy.k8s import (ComputeClass, Container, ContainerPort, EnvVar, LeaderWorkerSet,
                                 LeaderWorkerSetSpec, LeaderWorkerTemplate, ObjectMeta, PodSpec,
                                 PodTemplate, Probe, Resources, Service, ServicePort, ServiceSpec,
@@ -167,6 +168,8 @@ def _mounts(cell: Cell) -> list[VolumeMount]:
     mounts = [VolumeMount("dshm", "/dev/shm")]
     if cell.config.model_pvc:
         mounts.append(VolumeMount("models", "/models", read_only=True))
+    if cell.config.adapter_pvc:
+        mounts.append(VolumeMount("adapters", ADAPTERS_PATH, read_only=True))
     return mounts
 
 
@@ -242,6 +245,8 @@ def model_servers(cell: Cell) -> list:
     if c.model_pvc:
         volumes.append(Volume("models", persistent_volume_claim={"claimName": c.model_pvc,
                                                                  "readOnly": True}))
+    if c.adapter_pvc:
+        volumes.append(adapter_volume(c.adapter_pvc))
 
     def template(role: str, containers: list[Container]) -> PodTemplate:
         return PodTemplate(ObjectMeta(f"{cell.group_set}-{role}", labels={

@@ -27,7 +27,7 @@ from llmcell.engine.loader import load_checkpoint
 from llmcell.tokenizer.tokenizer import Tokenizer
 from llmcell.engine.loader.weights import Checkpoint, terminal_progress
 from llmcell.engine.lora.slots import AdapterSlots
-from llmcell.engine.lora.weights import LoraWeights, load_lora
+from llmcell.engine.lora.weights import LoraStack, load_lora
 from llmcell.engine.models import numerics
 from llmcell.engine.models.attention import PagedKVCache
 from llmcell.engine.models.llama import LlamaModel
@@ -55,8 +55,8 @@ class _Request:
     outputs: list[CompletionOutput]
     touched: set[int] = field(default_factory=set)
     adapter: AdapterRef | None = None
-    lora: LoraWeights | None = None
-    """Its adapter's weights once resident (pinned until the request ends)."""
+    slot: int | None = None
+    """Its adapter's slot once resident (pinned until the request ends)."""
 
 
 class EngineCore:
@@ -105,8 +105,10 @@ class EngineCore:
         self.grammars = GrammarCompiler(self.tokenizer, self.model.full_vocab)
         self._compiling: dict[str, Future] = {}
         """Guided requests whose grammar compiles (off the step): scheduled once it has."""
-        self.adapters = AdapterSlots(config.max_loras, partial(
-            load_lora, config=self.model.config, dtype=dtype, device=device))
+        self.adapters = AdapterSlots(
+            LoraStack(self.model.config, config.max_loras, config.max_lora_rank, dtype, device),
+            partial(load_lora, config=self.model.config, max_rank=config.max_lora_rank))
+        self.runner.lora = self.adapters.stack
         self._adapter_wait: dict[str, _Request] = {}
         """Requests whose LoRA adapter is not resident yet, in arrival order."""
         self._tp_size = 1 if tp is None else tp.size
@@ -230,13 +232,13 @@ class EngineCore:
                     del self._adapter_wait[rid], self._requests[rid]
                     self._refused.append((rid, f"LoRA adapter {ref.name}: {reason}"))
         for rid, req in list(self._adapter_wait.items()):
-            weights = self.adapters.acquire(req.adapter)
-            if weights is None:
+            slot = self.adapters.acquire(req.adapter)
+            if slot is None:
                 continue
             del self._adapter_wait[rid]
-            req.lora = weights
+            req.slot = slot
             for seq in req.seqs:
-                seq.adapter = weights
+                seq.adapter = slot
                 self.scheduler.add(seq)
         if self._adapter_wait and not self.scheduler.has_work():
             self.adapters.wait(0.01)
@@ -357,8 +359,8 @@ class EngineCore:
         )
         if finished:
             del self._requests[req.request_id]
-            if req.lora is not None:
-                self.adapters.release(req.lora)
+            if req.slot is not None:
+                self.adapters.release(req.adapter)
         return RequestOutput(req.request_id, req.prompt_token_ids, outs, finished, metrics)
 
     def stats(self) -> EngineStats:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from llmcell.engine.lora.weights import LoraBatch
+from llmcell.engine.lora.weights import LoraBatch, LoraStack
 from llmcell.engine.models.attention import (AttentionMetadata, DecodeGroup, NativeDecode,
                                              PagedKVCache, PrefillSpan, native_prefix)
 from llmcell.engine.models.llama import LlamaModel
@@ -27,6 +27,8 @@ class ModelRunner:
         self.device = model.device
         self.block_size = cache.block_size
         self.sampler = Sampler(model.device, seed)
+        self.lora: LoraStack | None = None
+        """The resident LoRA adapters (set by the core)."""
 
     def _slots(self, table: list[int], start: int, end: int) -> np.ndarray:
         pos = np.arange(start, end)
@@ -151,10 +153,11 @@ class ModelRunner:
         return result
 
     def _lora(self, ordered) -> LoraBatch | None:
-        if all(c.seq.adapter is None for c in ordered):
+        """The step's LoRA masks (None: every row runs the base)."""
+        if self.lora is None or all(c.seq.adapter is None for c in ordered):
             return None
-        return LoraBatch.from_rows([c.seq.adapter for c in ordered],
-                                   [c.num_tokens for c in ordered], self.device)
+        return self.lora.batch([-1 if c.seq.adapter is None else c.seq.adapter
+                                for c in ordered for _ in range(c.num_tokens)])
 
     def run_model(self, input_ids: torch.Tensor, positions: torch.Tensor,
                   meta: AttentionMetadata, sample_idx: torch.Tensor | None,

@@ -56,8 +56,8 @@ class Sequence:
     times: SequenceTimes = field(default_factory=SequenceTimes)
     grammar: object | None = None
     """The compiled grammar its output follows (guided decoding), set before it is scheduled."""
-    adapter: object | None = None
-    """The LoRA weights it runs with (engine/lora/weights.py), set before it is scheduled."""
+    adapter: int | None = None
+    """The slot of the LoRA adapter it runs with (engine/lora/), set before it is scheduled."""
     cache_root: int = ROOT_KEY
     """Parent key of its first prefix-cache block: each adapter's prefixes are its own."""
 

@@ -41,7 +41,8 @@ CASES: dict[str, list[str]] = {
     "gke-tpu-builtin-2x4-bare": ["--target", "gke-tpu", "--topology", "2x4", "--monitoring",
                                  "none", "--autoscaler", "none"],
     "gke-gpu-builtin-l4-8b": ["--target", "gke-gpu", "--params", "8e9",
-                              "--gcp-service-account", "llmcell@proj.iam.gserviceaccount.com"],
+                              "--gcp-service-account", "llmcell@proj.iam.gserviceaccount.com",
+                              "--adapter-pvc", "lora-adapters"],
     "gke-gpu-vllm-h100-70b-spot": ["--target", "gke-gpu", "--accelerator", "nvidia-h100-80gb",
                                    "--params", "70e9", "--engine", "vllm", "--spot",
                                    "--monitoring", "prometheus-operator", "--autoscaler", "keda"],
@@ -380,3 +381,21 @@ def test_the_admin_runs_batches_through_the_gateway_with_its_blob_store():
     with pytest.raises(ValueError, match="batch_blobs"):
         config_for(CASES["gke-tpu-builtin-v5e-175b"] + ["--batch-blobs", "bucket"])
 
+
+
+def test_adapter_volume_reaches_servers_and_admin():
+    args = build_parser().parse_args(["render", *CASES["gke-gpu-builtin-l4-8b"]])
+    docs = manifests(render_config(args))
+    pods = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("StatefulSet",
+                                                                     "LeaderWorkerSet")}
+    admin = next(d for n, d in pods.items() if n.endswith("admin"))
+    spec = admin["spec"]["template"]["spec"]
+    assert {"name": "adapters", "persistentVolumeClaim": {"claimName": "lora-adapters",
+                                                           "readOnly": True}} in spec["volumes"]
+    args = spec["containers"][0]["args"]
+    assert args[args.index("--model-root") + 1] == "/adapters"
+    group = next(d for d in docs if d["kind"] == "LeaderWorkerSet")
+    leader = group["spec"]["leaderWorkerTemplate"].get("leaderTemplate") or \
+        group["spec"]["leaderWorkerTemplate"]["workerTemplate"]
+    mounts = leader["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "adapters", "mountPath": "/adapters", "readOnly": True} in mounts

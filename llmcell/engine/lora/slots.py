@@ -1,8 +1,8 @@
 """Which LoRA adapters are resident in an engine: at most `max_loras`, loaded on demand off the
-engine's step (a worker thread), least recently used evicted first, never one that a request in
-flight uses.
+engine's step (read and checked on a worker thread, copied into the stack between steps), least
+recently used evicted first, never one that a request in flight uses.
 
-The core asks `acquire(ref)` for each request that waits for its adapter: the weights once
+The core asks `acquire(ref)` for each request that waits for its adapter: the adapter's slot once
 resident (pinned until `release`), or None while it loads or while every slot is pinned (the
 request stays queued; it is not failed). A load that fails is reported once by `failures()` and
 the core refuses the requests that waited for it.
@@ -10,18 +10,19 @@ the core refuses the requests that waited for it.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import Callable
 
-from llmcell.engine.lora.weights import LoraWeights
+from llmcell.engine.lora.weights import LoraStack, LoraWeights
 from llmcell.protocol.lora import AdapterRef
 
 
 @dataclass
 class _Resident:
-    weights: LoraWeights
+    slot: int
     pins: int = 0
 
 
@@ -32,53 +33,51 @@ class AdapterCounts:
     load_seconds: float = 0.0
 
 
-@dataclass
 class AdapterSlots:
-    max_loras: int
-    load: Callable[[AdapterRef], LoraWeights]
-    resident: OrderedDict[AdapterRef, _Resident] = field(default_factory=OrderedDict)
-    """Least recently used first."""
-    loading: dict[AdapterRef, Future] = field(default_factory=dict)
-    counts: dict[str, AdapterCounts] = field(default_factory=dict)
-    _failed: list[tuple[AdapterRef, str]] = field(default_factory=list)
-    _pool: ThreadPoolExecutor | None = None
+    def __init__(self, stack: LoraStack, load: Callable[[AdapterRef], LoraWeights]) -> None:
+        self.stack = stack
+        self.load = load
+        self.resident: OrderedDict[AdapterRef, _Resident] = OrderedDict()
+        """Least recently used first."""
+        self.loading: dict[AdapterRef, tuple[int, Future]] = {}
+        """Loads in flight, each with the slot it will take."""
+        self.counts: dict[str, AdapterCounts] = {}
+        self._free = list(range(stack.slots))
+        self._failed: list[tuple[AdapterRef, str]] = []
+        self._pool: ThreadPoolExecutor | None = None
 
-    def __post_init__(self) -> None:
-        if self.max_loras < 1:
-            raise ValueError(f"max_loras={self.max_loras} must be at least 1")
-
-    def acquire(self, ref: AdapterRef) -> LoraWeights | None:
+    def acquire(self, ref: AdapterRef) -> int | None:
         self._collect()
         entry = self.resident.get(ref)
         if entry is not None:
             entry.pins += 1
             self.resident.move_to_end(ref)
-            return entry.weights
+            return entry.slot
         if ref in self.loading or any(r == ref for r, _ in self._failed):
             return None
-        if len(self.resident) + len(self.loading) >= self.max_loras and not self._evict_one():
+        if not self._free and not self._evict_one():
             return None  # every slot is in use by requests in flight: wait for one
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="lora-load")
-        self.loading[ref] = self._pool.submit(self._timed_load, ref)
+        self.loading[ref] = (self._free.pop(), self._pool.submit(self._timed_load, ref))
         return None
 
     def _timed_load(self, ref: AdapterRef) -> tuple[LoraWeights, float]:
-        import time
-
         started = time.monotonic()
         weights = self.load(ref)
         return weights, time.monotonic() - started
 
-    def release(self, weights: LoraWeights) -> None:
-        entry = self.resident.get(weights.ref)
-        if entry is not None and entry.weights is weights and entry.pins > 0:
+    def release(self, ref: AdapterRef) -> None:
+        entry = self.resident.get(ref)
+        if entry is not None and entry.pins > 0:
             entry.pins -= 1
 
     def _evict_one(self) -> bool:
         for ref, entry in self.resident.items():  # least recently used first
             if entry.pins == 0:
                 del self.resident[ref]
+                self.stack.remove(entry.slot)
+                self._free.append(entry.slot)
                 self._count(ref).evictions += 1
                 return True
         return False
@@ -87,16 +86,19 @@ class AdapterSlots:
         return self.counts.setdefault(ref.name, AdapterCounts())
 
     def _collect(self) -> None:
-        for ref, future in list(self.loading.items()):
+        """Install finished loads (on the core's thread, between steps)."""
+        for ref, (slot, future) in list(self.loading.items()):
             if not future.done():
                 continue
             del self.loading[ref]
             try:
                 weights, seconds = future.result()
             except (ValueError, OSError) as e:
+                self._free.append(slot)
                 self._failed.append((ref, str(e)))
                 continue
-            self.resident[ref] = _Resident(weights)
+            self.stack.install(slot, weights)
+            self.resident[ref] = _Resident(slot)
             counts = self._count(ref)
             counts.loads += 1
             counts.load_seconds += seconds
@@ -106,10 +108,9 @@ class AdapterSlots:
         return bool(self.loading)
 
     def wait(self, timeout: float) -> None:
-        from concurrent.futures import FIRST_COMPLETED, wait
-
         if self.loading:
-            wait(list(self.loading.values()), timeout=timeout, return_when=FIRST_COMPLETED)
+            wait([f for _, f in self.loading.values()], timeout=timeout,
+                 return_when=FIRST_COMPLETED)
 
     def failures(self) -> list[tuple[AdapterRef, str]]:
         """Loads that failed since the last call (each once): the core refuses their requests."""

@@ -105,3 +105,9 @@ def test_bad_adapter_is_refused(llm, tmp_path, adapters):
     # the engine keeps serving the others
     out = llm.generate(["hi"], GREEDY, lora_request=AdapterRef("all", str(adapters["all"])))
     assert len(out[0].outputs[0].token_ids) == NEW_TOKENS
+
+
+def test_rank_above_the_engines_limit_is_refused(llm, hf_model, tmp_path):
+    big = make_adapter(hf_model, tmp_path / "big", ["q_proj"], 32, seed=4)
+    with pytest.raises(ValueError, match="rank 32, above this engine's max_lora_rank=16"):
+        llm.generate(["hi"], GREEDY, lora_request=AdapterRef("big", str(big)))
