@@ -182,8 +182,16 @@ def cmd_server(args: argparse.Namespace) -> int:
         engine_nice=args.engine_nice,
         engine_idle=args.engine_idle,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
+        lora_modules=tuple(args.lora_modules),
         engine_config=engine_config(args), group=group, security=security(args))
     return run(config)
+
+
+def lora_module(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base URL of an external OpenAI-compatible engine (vLLM, SGLang, llmcell)")
     s.add_argument("--served-model-name", default=None,
                    help="model name clients use (default: --model, or the upstream's model)")
+    s.add_argument("--lora-modules", nargs="+", default=[], type=lora_module,
+                   metavar="NAME=PATH",
+                   help="LoRA adapters (PEFT directories) served beside the model under their "
+                        "own names, as vLLM's flag (standalone; in a cell, publish them)")
     s.add_argument("--max-body-bytes", type=parse_size, default=4 << 20,
                    help="largest request body accepted (default: 4MiB)")
     s.add_argument("--max-queue", type=int, default=256,

@@ -68,6 +68,9 @@ class ServerConfig:
     max_queue: int = 256
     """Requests that may wait for a batch slot; more get 429 with Retry-After."""
     drain_timeout: float = 30.0
+    lora_modules: tuple[tuple[str, str], ...] = ()
+    """(name, PEFT directory) of LoRA adapters served beside the model when standalone
+    (vLLM's `--lora-modules`); in a cell the admin assigns them."""
     adapter_base_timeout: float = 600.0
     """How long a LoRA adapter assigned here waits for its base model to be ready."""
     """Seconds to finish running requests after SIGTERM before exiting."""
@@ -121,6 +124,9 @@ class ServerConfig:
             raise ValueError(f"engine_nice={self.engine_nice} must be in [0, 19]")
         if self.drain_timeout < 0:
             raise ValueError(f"drain_timeout={self.drain_timeout} must be >= 0")
+        if self.lora_modules and self.engine != "builtin":
+            raise ValueError("lora_modules need engine='builtin' (give an external engine its "
+                             "adapters itself)")
 
     @property
     def model_name(self) -> str:

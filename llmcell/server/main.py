@@ -73,6 +73,11 @@ async def serve(config: ServerConfig, announce=None) -> None:
             backend = make_backend(config, metrics)
             host.add(backend)  # answers 503 "loading" until started
             await backend.start()
+            for name, path in config.lora_modules:  # checked against the model, loaded once
+                adapter = make_backend(config, metrics,
+                                       Assignment(name, path, base=backend.model_name), host)
+                await adapter.start()
+                host.add(adapter)
             settle_heap()
             return
         while not server.started:
