@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from llmcell.gateway.view import CellView
 from llmcell.protocol.cell import WireError
 from llmcell.protocol.kv_events import HASH_SCHEME, KVEventBatch, prompt_block_keys
+from llmcell.protocol.lora import cache_root
 from llmcell.router.kv_index import KVIndex
 from llmcell.tokenizer.chat_template import ChatTemplateError
 from llmcell.tokenizer.prompts import chat_prompt_ids, completion_prompt_ids
@@ -83,8 +84,9 @@ class KVFollower:
                 return None
         except ChatTemplateError:
             return None  # the server will refuse it with a 400 of its own
+        root = cache_root(model if model in self.view.view.bases else None)  # an adapter's own
         counts = index.cached_tokens(
-            lambda size: prompt_block_keys(ids, size, MAX_PROMPT_BLOCKS),
+            lambda size: prompt_block_keys(ids, size, MAX_PROMPT_BLOCKS, root),
             time.monotonic(), STALE_AFTER)
         return counts or None
 

@@ -30,12 +30,14 @@ def block_key(parent: int, tokens: tuple[int, ...]) -> int:
     return hash((parent, tokens))
 
 
-def prompt_block_keys(token_ids: list[int], block_size: int, limit: int | None = None) -> list[int]:
-    """The keys of the prompt's full blocks, in order (at most `limit` of them)."""
+def prompt_block_keys(token_ids: list[int], block_size: int, limit: int | None = None,
+                      root: int = ROOT_KEY) -> list[int]:
+    """The keys of the prompt's full blocks, in order (at most `limit` of them); `root`: a LoRA
+    adapter's (protocol/lora.py `cache_root`), whose blocks are its own."""
     count = len(token_ids) // block_size
     if limit is not None:
         count = min(count, limit)
-    keys, parent = [], ROOT_KEY
+    keys, parent = [], root
     for b in range(count):
         parent = block_key(parent, tuple(token_ids[b * block_size:(b + 1) * block_size]))
         keys.append(parent)

@@ -86,4 +86,6 @@ class AdapterBackend:
         return await self._serving().detokenize(raw)
 
     def prefix_cache(self) -> PrefixCacheSource | None:
-        return None  # its blocks are keyed by the adapter; gateways route it by adapter affinity
+        """The base engine's: its blocks are among them, keyed from the adapter's own root
+        (the gateways compute its prompts' keys from that root)."""
+        return None if self._base is None else self._base.prefix_cache()

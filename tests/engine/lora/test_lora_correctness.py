@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from llmcell.engine import LLM, SamplingParams
-from llmcell.protocol.lora import AdapterRef
+from llmcell.protocol.kv_events import prompt_block_keys
+from llmcell.protocol.lora import AdapterRef, cache_root
 
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
@@ -94,6 +95,11 @@ def test_prefix_cache_is_per_adapter(llm, adapters, chat_prompt_ids):
     assert llm.generate([prompt], GREEDY)[0].metrics.num_cached_prompt_tokens == 0
     with_adapter = llm.generate([prompt], GREEDY, lora_request=ref)[0]
     assert with_adapter.metrics.num_cached_prompt_tokens == 0  # the base's blocks are not its
+    # the keys a gateway computes for the adapter (from its root) are the ones the engine stored
+    bm = llm.core.block_manager
+    keys = prompt_block_keys(prompt, bm.block_size, root=cache_root("all"))
+    assert keys and all(k in bm._cached for k in keys)
+    assert set(keys).isdisjoint(prompt_block_keys(prompt, bm.block_size))  # base's are others
     again = llm.generate([prompt], GREEDY, lora_request=ref)[0]
     assert again.metrics.num_cached_prompt_tokens > 0
     assert again.outputs[0].token_ids == with_adapter.outputs[0].token_ids
