@@ -13,11 +13,12 @@ from llmcell.admin.placement import ModelSpec
 from llmcell.admin.registry import CellRegistry
 from llmcell.engine.lora.peft_dir import check_adapter, read_adapter
 from llmcell.engine.loader.model_config import read_model_config
+from llmcell.engine.loader.registry import resolve_model_path
 from llmcell.protocol.saxml import Publish
 
 
 def _check(path: str, base_source: str) -> int:
-    config = read_model_config(base_source)
+    config = read_model_config(resolve_model_path(base_source))
     info = read_adapter(path) if config is None else check_adapter(path, config)
     return info.num_params
 

@@ -10,13 +10,14 @@ from openai import OpenAI
 
 from bench.lora import write_adapter
 from llmcell.engine.loader.model_config import read_model_config
+from llmcell.engine.loader.registry import resolve_model_path
 from tests.server.conftest import ServerProcess
 
 MODEL = "smollm2-135m-instruct"
 
 
 def test_server_serves_lora_modules(tmp_path):
-    config = read_model_config(MODEL)
+    config = read_model_config(resolve_model_path(MODEL))
     sql = write_adapter(tmp_path / "sql", config, 8, seed=1)
     server = ServerProcess("--kv-cache-memory", "128MiB", "--max-model-len", "1024",
                            "--lora-modules", f"sql={sql}")

@@ -9,14 +9,13 @@ from pathlib import Path
 
 from llmcell.encryption import is_encrypted
 from llmcell.engine.loader.gguf_file import GGUFError, GGUFFile
-from llmcell.engine.loader.registry import resolve_model_path
 from llmcell.engine.models.config import ModelConfig
 
 
-def read_model_config(model: str) -> ModelConfig | None:
-    """The shape of an alias, GGUF file or model directory; None for an encrypted file (its
-    header is only read with the master key, by the engine)."""
-    path = resolve_model_path(model)
+def read_model_config(path: Path) -> ModelConfig | None:
+    """The shape of a GGUF file or model directory (`registry.resolve_model_path` finds an
+    alias's file); None for an encrypted file (its header is only read with the master key, by
+    the engine)."""
     if path.is_dir():
         return hf_model_config(path)[0]
     if is_encrypted(path):
