@@ -33,6 +33,13 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 512M)") from None
 
 
+def lora_module(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
 def add_security_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell-token-file", default=None,
                    help=f"the cell credential (default: ${CELL_TOKEN_ENV}); with it, auth is on: "
@@ -117,7 +124,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         default_state_path().with_name("up.sqlite3"),
                         policy=args.policy, threads=args.threads,
                         group_size=args.group_size, drain_timeout=args.drain_timeout,
-                        auth=args.auth))
+                        lora=tuple(args.lora), auth=args.auth))
 
 
 def add_cell_parsers(sub) -> None:
@@ -226,6 +233,9 @@ def add_cell_parsers(sub) -> None:
                                    "publishes the default model as /sax/test/smollm2.")
     u.add_argument("--servers", type=int, default=1, help="model servers (default: 1)")
     u.add_argument("--replicas", type=int, default=1, help="replicas to publish (default: 1)")
+    u.add_argument("--lora", nargs="+", default=[], type=lora_module, metavar="SAX_NAME=PATH",
+                   help="LoRA adapters (PEFT directories) to publish on the model, e.g. "
+                        "/sax/test/sql=./adapters/sql")
     u.add_argument("--model", default="smollm2-135m-instruct", help="model source to publish")
     u.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     u.add_argument("--port", type=int, default=8888, help="gateway port (default: %(default)s)")

@@ -18,7 +18,8 @@ from llmcell.engine.cpu_share import set_openmp_spin
 from llmcell.batch.cli import add_batch_parser
 from llmcell.engine.loader.tokenizer_cli import add_tokenizer_parser
 from llmcell.bench.cli import add_bench_parser
-from llmcell.cell_cli import add_cell_parsers, add_security_flags, parse_size, security
+from llmcell.cell_cli import (add_cell_parsers, add_security_flags, lora_module, parse_size,
+                              security)
 from llmcell.deploy.cli import add_deploy_parsers
 from llmcell.epp.cli import add_epp_parser
 
@@ -185,13 +186,6 @@ def cmd_server(args: argparse.Namespace) -> int:
         lora_modules=tuple(args.lora_modules),
         engine_config=engine_config(args), group=group, security=security(args))
     return run(config)
-
-
-def lora_module(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,6 +50,9 @@ class CellPlan:
     drain_timeout: float = 5.0
     """Seconds the servers finish running requests when the cell stops (Ctrl-C): short, since
     someone is waiting at the terminal; a Kubernetes pod drains for 30 s."""
+    lora: tuple[tuple[str, str], ...] = ()
+    """(Sax name, PEFT directory) of LoRA adapters published on the model (their folders
+    become the admin's model roots)."""
     auth: bool = False
     """A cell credential for the members (a file beside the state, made once) and API keys on
     the gateway; an admin key is made and printed at start."""
@@ -193,7 +196,9 @@ class LocalCell:
         per_server = max(1, cores // (p.servers * p.group_size))
         admin = self._spawn("admin", ("admin", (
             "admin", "--host", p.host, "--port", str(p.admin_port), "--state", str(p.state_path),
-            "--kv-reserve", str(p.kv_cache_memory), "--batch-gateway", self.gateway_url)))
+            "--kv-reserve", str(p.kv_cache_memory), "--batch-gateway", self.gateway_url,
+            *[arg for _, path in p.lora
+              for arg in ("--model-root", str(Path(path).resolve().parent))])))
         _wait(self.admin_url + "/health", admin, "the admin")
         say(f"admin    {self.admin_url}  (state: {p.state_path})")
         if self.token:
@@ -258,9 +263,21 @@ class LocalCell:
             if cell.get("active_replicas", 0) >= 1 and seen.get(p.sax_name, 0) >= 1:
                 say(f"{p.sax_name}: {cell['active_replicas']} of {cell['max_replicas']} "
                     "replica(s) active")
+                self.publish_adapters(say)
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{p.sax_name} had no active replica after 300s")
+
+    def publish_adapters(self, say=print) -> None:
+        p = self.plan
+        for name, path in p.lora:
+            spec = {"model": name, "model_path": str(Path(path).resolve()), "checkpoint": "None",
+                    "replicas": p.replicas, "base": p.sax_name}
+            listed = httpx.get(f"{self.admin_url}/models{name}", timeout=10.0,
+                               headers=self.headers)
+            self._sax("PUT" if listed.status_code == 200 else "POST",
+                      "/update" if listed.status_code == 200 else "/publish", spec)
+            say(f"published LoRA adapter {name} ({path}) on {p.sax_name}")
 
     def _sax(self, method: str, path: str, body: dict) -> None:
         r = httpx.request(method, self.gateway_url + path, json=body, timeout=60.0,

@@ -138,3 +138,36 @@ def test_up_with_auth_prints_an_admin_key_once_and_refuses_calls_without_it(tmp_
         proc.send_signal(signal.SIGINT)
         rc = proc.wait(60)
     assert rc == 0
+
+
+def test_up_publishes_lora_adapters_on_the_model(tmp_path):
+    from bench.lora import write_adapter
+    from llmcell.engine.loader.model_config import read_model_config
+    from llmcell.engine.loader.registry import resolve_model_path
+
+    adapter = write_adapter(tmp_path / "adapters" / "sql",
+                            read_model_config(resolve_model_path("smollm2-135m-instruct")), 8, 1)
+    port, admin_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmcell.cli", "up", "--port", str(port), "--admin-port",
+         str(admin_port), "--state", str(tmp_path / "up.sqlite3"), "--threads", "1",
+         "--lora", f"/sax/test/sql={adapter}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        read_until(proc, lines, "published LoRA adapter /sax/test/sql")
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            cards = {c["id"]: c for c in httpx.get(url + "/v1/models", timeout=10).json()["data"]}
+            if "/sax/test/sql" in cards or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert cards["/sax/test/sql"]["parent"] == "/sax/test/smollm2"
+        r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
+            "model": "/sax/test/sql", "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 4})
+        assert r.status_code == 200 and r.json()["model"] == "/sax/test/sql", r.text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
