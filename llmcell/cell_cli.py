@@ -108,6 +108,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
                              lease_interval=args.lease_interval, queueing=args.queueing,
                              max_queued=args.max_queued, queue_timeout=args.queue_timeout,
                              replica_slots=args.replica_slots,
+                             replica_connections=args.replica_connections,
                              max_file_bytes=args.max_file_bytes, cache_bytes=args.cache_bytes,
                              cache_ttl=args.cache_ttl))
 
@@ -222,6 +223,9 @@ def add_cell_parsers(sub) -> None:
                    help="seconds a cached answer is served (default: %(default)s)")
     g.add_argument("--max-file-bytes", type=parse_size, default=200 << 20,
                    help="the largest upload to /v1/files, as the admin's (default: 200MiB)")
+    g.add_argument("--replica-connections", type=int, default=0,
+                   help="requests in flight to replicas at most; beyond it 429 + Retry-After "
+                        "at once (default: 0, no ceiling)")
     g.add_argument("--replica-slots", type=int, default=0,
                    help="slots of a replica whose server reports none, e.g. vLLM's "
                         "--max-num-seqs (default: 0, never full)")

@@ -183,7 +183,7 @@ def cmd_server(args: argparse.Namespace) -> int:
         engine_nice=args.engine_nice,
         engine_idle=args.engine_idle,
         server_id=args.server_id, advertise=args.advertise, memory_bytes=args.memory,
-        lora_modules=tuple(args.lora_modules),
+        lora_modules=tuple(args.lora_modules), upstream_connections=args.upstream_connections,
         engine_config=engine_config(args), group=group, security=security(args))
     return run(config)
 
@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base URL of an external OpenAI-compatible engine (vLLM, SGLang, llmcell)")
     s.add_argument("--served-model-name", default=None,
                    help="model name clients use (default: --model, or the upstream's model)")
+    s.add_argument("--upstream-connections", type=int, default=0,
+                   help="requests in flight to the --upstream engine at most; beyond it 429 + "
+                        "Retry-After at once (default: 0, no ceiling)")
     s.add_argument("--lora-modules", nargs="+", default=[], type=lora_module,
                    metavar="NAME=PATH",
                    help="LoRA adapters (PEFT directories) served beside the model under their "

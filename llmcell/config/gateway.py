@@ -58,6 +58,9 @@ class GatewayConfig:
     """Requests one tenant may have waiting for one model; beyond: 429."""
     queue_timeout: float = 30.0
     """Seconds a request may wait for a slot; then 503 with Retry-After."""
+    replica_connections: int = 0
+    """Requests this gateway has in flight to replicas at most (0: no ceiling); beyond it, a
+    request gets 429 + Retry-After at once."""
     replica_slots: int = 0
     """Batch slots per replica when its server reports none (an external engine); 0: such
     replicas are never counted full."""
@@ -96,6 +99,9 @@ class GatewayConfig:
             raise ValueError(f"max_queued={self.max_queued} must be >= 1")
         if self.queue_timeout <= 0:
             raise ValueError(f"queue_timeout={self.queue_timeout} must be > 0 seconds")
+        if self.replica_connections < 0:
+            raise ValueError(f"replica_connections={self.replica_connections} must be >= 0 "
+                             "(0: no ceiling)")
         if self.replica_slots < 0:
             raise ValueError(f"replica_slots={self.replica_slots} must be >= 0")
         if self.default_reserve_tokens < 1:

@@ -90,6 +90,9 @@ class ServerConfig:
     metrics: bool = True
     """Record request metrics and export them on /metrics (off only to measure their cost)."""
     upstream_poll_interval: float = 1.0
+    upstream_connections: int = 0
+    """Requests in flight to the external engine at most (0: no ceiling); beyond it, 429 +
+    Retry-After at once."""
     admin: str | None = None
     """Admin URL: join that cell and load the models it assigns (no model at start-up)."""
     server_id: str | None = None
@@ -124,6 +127,9 @@ class ServerConfig:
             raise ValueError(f"engine_nice={self.engine_nice} must be in [0, 19]")
         if self.drain_timeout < 0:
             raise ValueError(f"drain_timeout={self.drain_timeout} must be >= 0")
+        if self.upstream_connections < 0:
+            raise ValueError(f"upstream_connections={self.upstream_connections} must be >= 0 "
+                             "(0: no ceiling)")
         if self.lora_modules and self.engine != "builtin":
             raise ValueError("lora_modules need engine='builtin' (give an external engine its "
                              "adapters itself)")

@@ -36,23 +36,26 @@ from llmcell.edge.auth import AuthError, Authenticator, AuthMiddleware
 from llmcell.edge.errors import openai_error_handlers
 from llmcell.gateway.auth import DEFAULT, RULES, auth_error_response
 from llmcell.edge.metrics import metrics_response
+from llmcell.edge.relay import Relay
 
 
 def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTransport | None
-                       = None, replica_transport: httpx.AsyncBaseTransport | None = None
-                       ) -> Starlette:
-    """The transports default to the network's (tests pass in-process ones)."""
+                       = None, replica_transport: httpx.AsyncBaseTransport | None = None,
+                       relay: Relay | None = None) -> Starlette:
+    """The transports and the request path's relay default to the network's (tests pass
+    in-process ones)."""
     member = config.security.client  # the gateway's own calls carry the credential and the CA
     admin = admin_client(config.security, config.admin, 10.0, admin_transport)
-    replicas = httpx.AsyncClient(**member(
-        timeout=httpx.Timeout(config.request_timeout, connect=2.0),
-        limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512),
-        transport=replica_transport))
+    replicas = httpx.AsyncClient(**member(  # KV events and tokenizers (few calls)
+        timeout=httpx.Timeout(config.request_timeout, connect=2.0), transport=replica_transport))
     view = CellView(config, admin)
     metrics = GatewayMetrics(config.policy)
     cold = ColdStart(view, admin, config.cold_start_held, config.cold_start_timeout,
                      lambda model, s: metrics.cold_start.labels(model).observe(s))
-    forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), replicas, admin,
+    relay = relay or Relay(config.security.headers(), config.security.verify(),
+                           limit=config.replica_connections, connect_timeout=2.0,
+                           read_timeout=config.request_timeout)
+    forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), relay, admin,
                           config.retries, metrics.routed, cold)
     admission = Admission(config, view, admin, metrics)
     kv = KVFollower(view, replicas, lambda model, outcome: metrics.kv_routing.labels(
@@ -91,6 +94,7 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
                 await kv.aclose()
             await cold.aclose()
             await replicas.aclose()
+            await relay.aclose()
             await admin.aclose()
 
     refuse = auth_error_response(config.sax_compat)

@@ -17,6 +17,7 @@ from typing import AsyncIterator, Callable, Mapping
 
 import httpx
 
+from llmcell.edge.relay import Relay, RelayBusy, RelayError, RelayResponse
 from llmcell.gateway.cold_start import ColdStart
 from llmcell.gateway.view import CellView
 from llmcell.protocol.errors import APIError
@@ -33,13 +34,15 @@ class Forwarded:
     stream: AsyncIterator[bytes] | None = None
     replica: str = ""
     attempts: int = 1
+    raw: bytes | None = None
+    """A non-streamed answer's bytes as the replica sent them (relayed without re-encoding)."""
     on_broken: Callable[[], None] = lambda: None
     """Called when the replica fails mid-stream (the client's status was already 200): the
     route marks the request so that metrics count it as an error."""
 
 
 class Forwarder:
-    def __init__(self, view: CellView, policy: Policy, client: httpx.AsyncClient,
+    def __init__(self, view: CellView, policy: Policy, relay: Relay,
                  admin: httpx.AsyncClient, retries: int,
                  on_route: Callable[[str, str, int], None] = lambda model, replica, attempt: None,
                  cold: ColdStart | None = None) -> None:
@@ -49,7 +52,8 @@ class Forwarder:
         """Told (model, replica, attempt) for every replica chosen: metrics count them."""
         self.view = view
         self.policy = policy
-        self.client = client
+        self.relay = relay
+        """The request path's client (edge/relay.py)."""
         self.admin = admin
         self.retries = retries
         self.seq = 0
@@ -112,38 +116,41 @@ class Forwarder:
     async def _try(self, replica: Replica, path: str, body: dict,
                    stream: bool) -> Forwarded | str:
         """A `Forwarded` to return to the client, or the reason to try another replica."""
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         try:
-            resp = await self.client.send(
-                self.client.build_request("POST", replica.address + path, json=body), stream=True)
-        except httpx.HTTPError as e:
+            resp = await self.relay.post(replica.address + path, data)
+        except RelayBusy as e:  # the gateway's own ceiling: no other replica would do
+            raise APIError(429, f"this gateway is at its replica_connections ceiling ({e}); "
+                                "retry shortly", code="gateway_busy",
+                           headers={"Retry-After": "1"}) from None
+        except RelayError as e:
             self._report(replica)
-            return f"{replica.server_id}: {type(e).__name__}: {e}"
+            return f"{replica.server_id}: {e}"
         try:
-            if resp.status_code != 200 or not stream:
-                data = await resp.aread()
-                await resp.aclose()
-                if resp.status_code >= 500 or resp.status_code in RETRY_QUIETLY:
-                    if resp.status_code >= 500:
+            if resp.status != 200 or not stream:
+                data = await resp.read()
+                if resp.status >= 500 or resp.status in RETRY_QUIETLY:
+                    if resp.status >= 500:
                         self._report(replica)
-                    return f"{replica.server_id}: HTTP {resp.status_code}: {data[:200]!r}"
-                return Forwarded(resp.status_code, json.loads(data))
-            chunks = resp.aiter_raw()
-            first = await chunks.__anext__()
-        except (httpx.HTTPError, StopAsyncIteration, ValueError) as e:
-            await resp.aclose()
+                    return f"{replica.server_id}: HTTP {resp.status}: {data[:200]!r}"
+                return Forwarded(resp.status, json.loads(data), raw=data)
+            chunks = aiter(resp.chunks())
+            first = await anext(chunks)
+        except (RelayError, StopAsyncIteration, ValueError) as e:
+            resp.close()
             self._report(replica)
-            return f"{replica.server_id}: failed before the first byte: {type(e).__name__}: {e}"
+            return f"{replica.server_id}: failed before the first byte: {e}"
         forwarded = Forwarded(200)
         forwarded.stream = self._relay(first, chunks, resp, replica, forwarded)
         return forwarded
 
-    async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], resp: httpx.Response,
+    async def _relay(self, first: bytes, chunks: AsyncIterator[bytes], resp: RelayResponse,
                      replica: Replica, forwarded: Forwarded) -> AsyncIterator[bytes]:
         try:
             yield first
             async for chunk in chunks:
                 yield chunk
-        except httpx.HTTPError as e:
+        except RelayError as e:
             self._report(replica)
             forwarded.on_broken()
             err = APIError(502, f"replica {replica.server_id} failed mid-stream ({type(e).__name__}); "
@@ -151,7 +158,8 @@ class Forwarder:
                            code="replica_failed")
             yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
         finally:
-            await resp.aclose()
+            await chunks.aclose()
+            resp.close()
 
     async def _release(self, stream: AsyncIterator[bytes], server_id: str) -> AsyncIterator[bytes]:
         try:

@@ -134,11 +134,11 @@ def openai_routes(view: CellView, forwarder: Forwarder, admission: Admission, ma
                 stream = _recorded(stream, lambda data: store(data, True, None))
             return EventStreamResponse(stream, headers=headers)
         admitted.release(tokens_of(result.body) if result.status == 200 else 0)
+        data = result.raw if result.raw is not None else json.dumps(
+            result.body, ensure_ascii=False, separators=(",", ":")).encode()
         if store is not None and result.status == 200:
-            data = json.dumps(result.body, ensure_ascii=False, separators=(",", ":")).encode()
             store(data, False, tokens_of(result.body))
-            return Response(data, media_type="application/json", headers=headers)
-        return JSONResponse(result.body, result.status, headers=headers)
+        return Response(data, result.status, media_type="application/json", headers=headers)
 
     async def chat(request: Request) -> Response:
         return await generate(request, True)

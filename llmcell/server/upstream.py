@@ -14,10 +14,10 @@ import asyncio
 import json
 from typing import AsyncIterator
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmcell.config.server import ServerConfig
+from llmcell.edge.relay import Relay, RelayBusy, RelayError, RelayResponse
 from llmcell.protocol.errors import APIError
 from llmcell.protocol.openai import CONTINUATION, ChatRequest, CompletionRequest
 from llmcell.server.backend import Load, Reply
@@ -55,9 +55,8 @@ class UpstreamBackend:
         self._load = Load(0, 0, 0.0, False)
         self._in_flight = 0
         self._poller: asyncio.Task | None = None
-        self.client = httpx.AsyncClient(
-            base_url=self.base, timeout=httpx.Timeout(10.0, read=None),
-            limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+        self.relay = Relay(limit=config.upstream_connections, connect_timeout=10.0)
+        """No ceiling unless configured; beyond one, a request gets 429 at once."""
 
     @property
     def in_flight(self) -> int:
@@ -76,31 +75,34 @@ class UpstreamBackend:
         self.metrics.unbind(getattr(self, "_collector", None))
         if self._poller:
             self._poller.cancel()
-        await self.client.aclose()
+        await self.relay.aclose()
 
     async def _discover(self) -> None:
         """Learn the upstream's model id (retrying quietly while it starts)."""
         while not self.upstream_model:
             try:
-                r = await self.client.get("/v1/models")
-                cards = r.json().get("data") or []
-                if r.status_code == 200 and cards:
+                r = await self.relay.request("GET", self.base + "/v1/models")
+                status, cards = r.status, json.loads(await r.read()).get("data") or []
+                if status == 200 and cards:
                     self.upstream_model = cards[0]["id"]
                     self.max_model_len = int(cards[0].get("max_model_len") or 0)
                     self.model_name = self.model_name or self.upstream_model
                     return
-            except (httpx.HTTPError, ValueError, KeyError):
+            except (RelayError, ValueError, KeyError, AttributeError):
                 pass
             await asyncio.sleep(self.config.upstream_poll_interval)
 
     async def _poll(self) -> None:
         while True:
             try:
-                health = await self.client.get("/health")
-                m = await self.client.get("/metrics")
-                running, waiting, kv = parse_load(m.text) if m.status_code == 200 else (0, 0, 0)
-                self._load = Load(int(running), int(waiting), kv, health.status_code == 200)
-            except (httpx.HTTPError, ValueError):
+                health = await self.relay.request("GET", self.base + "/health")
+                healthy = health.status == 200
+                health.close()
+                m = await self.relay.request("GET", self.base + "/metrics")
+                text = (await m.read()).decode(errors="replace")
+                running, waiting, kv = parse_load(text) if m.status == 200 else (0, 0, 0)
+                self._load = Load(int(running), int(waiting), kv, healthy)
+            except (RelayError, ValueError):
                 self._load = Load(0, 0, 0.0, False)
             await asyncio.sleep(self.config.upstream_poll_interval)
 
@@ -122,42 +124,37 @@ class UpstreamBackend:
                                 "began", param=CONTINUATION, code="continuation_unsupported")
         body = dict(raw, model=self.upstream_model)
         body.pop("priority", None)  # vLLM refuses it unless started with priority scheduling
-        if not stream:
-            self._in_flight += 1
-            try:
-                r = await self.client.post(path, json=body)
-            except httpx.HTTPError as e:
-                raise self._unreachable(e) from None
-            finally:
-                self._in_flight -= 1
-            try:
-                payload = r.json()
-            except ValueError:
-                raise APIError(502, f"the upstream engine answered {r.status_code} with a "
-                                    "non-JSON body") from None
-            if r.status_code == 200 and isinstance(payload, dict) and "model" in payload:
-                payload["model"] = self.model_name
-            return Reply(status=r.status_code, body=payload)
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        self._in_flight += 1
         try:
-            resp = await self.client.send(self.client.build_request("POST", path, json=body),
-                                          stream=True)
-        except httpx.HTTPError as e:
+            resp = await self.relay.post(self.base + path, data)
+            if resp.status != 200 or not stream:
+                answer = await resp.read()
+        except RelayBusy as e:
+            raise APIError(429, f"this server is at its upstream_connections ceiling ({e}); "
+                                "retry shortly", code="queue_full",
+                           headers={"Retry-After": "1"}) from None
+        except RelayError as e:
             raise self._unreachable(e) from None
-        if resp.status_code != 200:
-            data = await resp.aread()
-            await resp.aclose()
+        finally:
+            self._in_flight -= 1
+        if resp.status != 200 or not stream:
             try:
-                return Reply(status=resp.status_code, body=json.loads(data))
+                payload = json.loads(answer)
             except ValueError:
-                raise APIError(502, f"the upstream engine answered {resp.status_code}") from None
+                raise APIError(502, f"the upstream engine answered {resp.status} with a "
+                                    "non-JSON body") from None
+            if resp.status == 200 and isinstance(payload, dict) and "model" in payload:
+                payload["model"] = self.model_name
+            return Reply(status=resp.status, body=payload)
         return Reply(stream=self._relay(resp))
 
-    async def _relay(self, resp: httpx.Response) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: RelayResponse) -> AsyncIterator[bytes]:
         self._in_flight += 1
         rename = self.model_name != self.upstream_model
         buf = b""
         try:
-            async for chunk in resp.aiter_raw():
+            async for chunk in resp.chunks():
                 if not rename:
                     yield chunk
                     continue
@@ -167,12 +164,12 @@ class UpstreamBackend:
                     yield self._rename(ev) + b"\n\n"
             if buf:
                 yield buf
-        except httpx.HTTPError as e:
+        except RelayError as e:
             err = self._unreachable(e).body()
             yield b"data: " + json.dumps(err).encode() + b"\n\n"
         finally:
             self._in_flight -= 1
-            await resp.aclose()
+            resp.close()
 
     def _rename(self, ev: bytes) -> bytes:
         if not ev.startswith(b"data: {"):

@@ -17,12 +17,53 @@ from llmcell.admin.store import ModelStore
 from llmcell.config.admin import AdminConfig
 from llmcell.config.gateway import GatewayConfig
 from llmcell.config.security import CellSecurity
+from llmcell.edge.relay import RelayError
 from llmcell.gateway.app import create_gateway_app
 
 MODEL = "/sax/test/m"
 SOURCE = "smollm2-135m-instruct"
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 """What every replica answer says it used."""
+
+
+class _Response:
+    def __init__(self, resp: httpx.Response) -> None:
+        self.resp, self.status, self.headers = resp, resp.status_code, resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self.resp.aread()
+        finally:
+            await self.resp.aclose()
+
+    async def chunks(self):
+        try:
+            async for chunk in self.resp.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as e:
+            raise RelayError(str(e)) from None
+
+    def close(self) -> None:
+        asyncio.ensure_future(self.resp.aclose())
+
+
+class TransportRelay:
+    """`edge.relay.Relay`'s interface over an httpx transport (in-process replicas), sending
+    what the real one sends (the member's credential, JSON)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, headers: dict) -> None:
+        self.client = httpx.AsyncClient(transport=transport, headers={
+            "content-type": "application/json", **headers})
+
+    async def post(self, url: str, body: bytes) -> _Response:
+        try:
+            return _Response(await self.client.send(
+                self.client.build_request("POST", url, content=body), stream=True))
+        except httpx.HTTPError as e:
+            raise RelayError(str(e)) from None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 class Gateway:
@@ -46,7 +87,8 @@ class Gateway:
         self.replica_headers: list[dict] = []
         self.app = create_gateway_app(
             GatewayConfig(admin="http://admin", security=security, **gateway),
-            httpx.MockTransport(self._admin), httpx.MockTransport(self._replica))
+            httpx.MockTransport(self._admin), httpx.MockTransport(self._replica),
+            TransportRelay(httpx.MockTransport(self._replica), security.headers()))
         self.view = self.app.state.view
         self.client = TestClient(self.app)
         self.admin = TestClient(self.admin_app, headers=self.cell)  # the admin, as a member

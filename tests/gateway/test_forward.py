@@ -1,5 +1,6 @@
 """The gateway's forwarding in process: routing, retries, failover, cooldown and failure reports,
-against replicas and an admin that are `httpx.MockTransport` handlers (no processes)."""
+against replicas behind a fake relay and an admin that is an `httpx.MockTransport` handler (no
+processes; the relay itself is exercised against real servers in tests/edge/test_relay.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from llmcell.config.gateway import GatewayConfig
+from llmcell.edge.relay import RelayError
 from llmcell.gateway.forward import Forwarder
 from llmcell.gateway.view import CellView
 from llmcell.protocol.cell import Replica, RouteView
@@ -17,6 +19,35 @@ from llmcell.protocol.errors import APIError
 from llmcell.router import make_policy
 
 MODEL = "/sax/test/m"
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: dict | None = None, chunks=None) -> None:
+        self.status, self._body, self._chunks = status, body, chunks
+        self.closed = False
+
+    async def read(self) -> bytes:
+        self.closed = True
+        return json.dumps(self._body).encode()
+
+    async def chunks(self):
+        for chunk in self._chunks:
+            if isinstance(chunk, Exception):
+                raise chunk
+            yield chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeRelay:
+    """What `edge.relay.Relay` offers the forwarder: `post(url, body)`."""
+
+    def __init__(self, cell: "Cell") -> None:
+        self.cell = cell
+
+    async def post(self, url: str, body: bytes) -> FakeResponse:
+        return self.cell._replica(url.split("//")[1].split("/")[0], json.loads(body))
 
 
 class Cell:
@@ -32,28 +63,25 @@ class Cell:
         self.view = CellView(config, admin)
         self.view.view = RouteView(1, {MODEL: [Replica(f"r{i}", f"http://r{i}")
                                                for i in range(n)]})
-        replicas = httpx.AsyncClient(transport=httpx.MockTransport(self._replica))
-        self.forwarder = Forwarder(self.view, make_policy("least_load"), replicas, admin,
+        self.forwarder = Forwarder(self.view, make_policy("least_load"), FakeRelay(self), admin,
                                    retries)
 
     def _admin(self, request: httpx.Request) -> httpx.Response:
         self.reported.append(request.url.path.split("/")[3])
         return httpx.Response(200, json={})
 
-    def _replica(self, request: httpx.Request) -> httpx.Response:
-        rid = request.url.host
+    def _replica(self, rid: str, body: dict) -> "FakeResponse":
         self.calls.append(rid)
         kind = self.behaviour[rid]
         if kind == "down":
-            raise httpx.ConnectError("refused", request=request)
+            raise RelayError("ClientConnectorError: refused")
         if kind == "500":
-            return httpx.Response(500, json={"error": {"message": "boom"}})
+            return FakeResponse(500, {"error": {"message": "boom"}})
         if kind == "429":
-            return httpx.Response(429, json={"error": {"message": "full"}})
+            return FakeResponse(429, {"error": {"message": "full"}})
         if kind == "400":
-            return httpx.Response(400, json={"error": {"message": "bad max_tokens"}})
-        body = json.loads(request.content)
-        return httpx.Response(200, json={"served_by": rid, "model": body["model"]})
+            return FakeResponse(400, {"error": {"message": "bad max_tokens"}})
+        return FakeResponse(200, {"served_by": rid, "model": body["model"]})
 
     def send(self, stream: bool = False):
         async def go():
@@ -119,17 +147,10 @@ def test_no_replica_is_a_503_with_retry_after():
     assert e.value.status == 503 and e.value.headers["Retry-After"] == "1"
 
 
-class _BreaksAfterFirst(httpx.AsyncByteStream):
-    async def __aiter__(self):
-        yield b'data: {"id": "1"}\n\n'
-        raise httpx.ReadError("replica died")
-
-
 def test_a_stream_broken_mid_way_ends_with_an_error_event_and_is_marked():
     cell = Cell(1)
-    cell._replica = lambda request: httpx.Response(200, stream=_BreaksAfterFirst())
-    cell.forwarder.client = httpx.AsyncClient(transport=httpx.MockTransport(
-        lambda request: cell._replica(request)))
+    cell._replica = lambda rid, body: FakeResponse(
+        200, chunks=[b'data: {"id": "1"}\n\n', RelayError("ClientPayloadError: replica died")])
     broken = []
 
     async def go():
