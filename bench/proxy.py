@@ -115,7 +115,8 @@ def measure(name: str, url: str, pid: int | None, levels: list[int], seconds: fl
                  core_share=round(used / seconds, 2) if pid else None)
         rows.append(r)
         print(f"{name:>8} c={c:<4} {r['req_s']:>9.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
-              f"p99 {r['p99_ms']:.2f} ms  cpu/req {r['cpu_us_per_request']} us  "
+              f"p99 {r['p99_ms']:.2f} ms  cpu/req {r['cpu_us_per_request']} us "
+              f"(core {r['core_share']})  "
               f"errors {r['non_2xx']} {r['socket_errors']}", flush=True)
     return rows
 

@@ -28,10 +28,10 @@ def _reports(data) -> tuple[ReplicaReport, ...]:
     return tuple(ReplicaReport.from_json(r) for r in items)
 
 
-def cell_routes(config: AdminConfig, registry: CellRegistry,
-                probe: httpx.AsyncClient) -> list[Route]:
-    """`probe`: the client that checks a server a gateway reported (its /health)."""
-    now = time.monotonic
+def cell_routes(config: AdminConfig, registry: CellRegistry, probe: httpx.AsyncClient,
+                now=time.monotonic) -> list[Route]:
+    """`probe`: the client that checks a server a gateway reported (its /health); `now`: the
+    clock (tests drive it)."""
     gateways: dict[str, float] = {}
     """Gateways that read the routing view lately (URL -> when), for service discovery."""
 
@@ -59,7 +59,9 @@ def cell_routes(config: AdminConfig, registry: CellRegistry,
             return JSONResponse({"server": sid, "alive": False})
         try:
             alive = (await probe.get(rec.info.address + "/health")).status_code == 200
-        except httpx.HTTPError:
+        except httpx.TimeoutException:  # busy, not gone: a server that still heartbeats lives
+            alive = registry.heard_from(sid, now())
+        except httpx.HTTPError:  # refused, reset: the process is gone
             alive = False
         if not alive:
             registry.mark_dead(sid, now())

@@ -89,7 +89,19 @@ class CellRegistry:
         return rec.assigned
 
     def _live(self, rec: ServerRecord, now: float) -> bool:
-        return now - rec.last_seen < self.dead_after
+        return now - rec.last_seen < self.allowance(rec)
+
+    def allowance(self, rec: ServerRecord) -> float:
+        """How long a server may be silent before it is declared dead: `dead_after`, doubled
+        while its last report had requests in flight (a saturated server's heartbeats may come
+        late; one that answers requests is not dead)."""
+        busy = any(r.running or r.waiting for r in rec.reports)
+        return self.dead_after * (2 if busy else 1)
+
+    def heard_from(self, server_id: str, now: float) -> bool:
+        """Whether the server's last heartbeat is within half its allowance."""
+        rec = self.servers.get(server_id)
+        return rec is not None and now - rec.last_seen < self.allowance(rec) / 2
 
     def assigned(self, server_id: str) -> tuple[Assignment, ...]:
         return self.servers[server_id].assigned
@@ -104,7 +116,7 @@ class CellRegistry:
     def tick(self, now: float) -> list[str]:
         """Periodic upkeep: drop servers silent for longer than `dead_after` (their replicas get
         re-placed) and re-plan, which places pending replicas once the start-up grace is over."""
-        dead = [sid for sid, r in self.servers.items() if now - r.last_seen > self.dead_after]
+        dead = [sid for sid, r in self.servers.items() if now - r.last_seen > self.allowance(r)]
         for sid in dead:
             self.mark_dead(sid, now)
         self.autoscale(now)

@@ -9,7 +9,6 @@ cancels the work, which closes the upstream request, so the replica aborts it to
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
@@ -30,19 +29,27 @@ async def _disconnected(request: Request) -> None:
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """`await work`, unless the client disconnects first: then the work is cancelled and
-    ClientDisconnected raised. Call it after the body has been read."""
-    task = asyncio.ensure_future(work)
+    ClientDisconnected raised. Call it after the body has been read.
+
+    The work runs in the caller's task; one watcher task cancels it if the client leaves (no
+    task for the work, no `asyncio.wait`: this is on every request's path)."""
+    current = asyncio.current_task()
     watcher = asyncio.ensure_future(_disconnected(request))
+    gone = False
+
+    def on_gone(_: asyncio.Future) -> None:
+        nonlocal gone
+        if not watcher.cancelled() and watcher.exception() is None:
+            gone = True
+            current.cancel()
+
+    watcher.add_done_callback(on_gone)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if gone and current.uncancel() == 0:
+            raise ClientDisconnected() from None
         raise
     finally:
+        watcher.remove_done_callback(on_gone)
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientDisconnected()

@@ -2,7 +2,9 @@
 replicas as the admin assigns them.
 
 Each heartbeat carries the replicas this server holds (state and load); the reply lists what it
-should hold. New assignments load in the background (state "loading", then "ready" or "failed"
+should hold. Heartbeats run on a thread of their own, with their own event loop and client: a
+server whose request loop is saturated still reports on time (a busy server is not a dead one);
+what the admin assigns is applied on the request loop. New assignments load in the background (state "loading", then "ready" or "failed"
 with the reason); a replica no longer assigned leaves the routing table at once and is stopped
 when its running requests finish. While the admin is unreachable the server keeps serving what it
 holds and retries; if the admin forgot it (restart, or it was declared dead), it registers again
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -46,7 +49,6 @@ class CellAgent:
                                config.memory_bytes, config.group.size, models)
         self.replicas: dict[Assignment, _Replica] = {}
         self.interval = 1.0
-        self.client = admin_client(config.security, config.admin, 5.0)
         self.registered = False
         self.leaving = False
         """Shutting down: what it holds stays until the process exits (it drains), whatever
@@ -57,8 +59,9 @@ class CellAgent:
         its replicas are placed elsewhere now rather than after missed heartbeats."""
         self.leaving = True
         try:
-            r = await self.client.post(f"/cell/servers/{self.info.id}/leaving", timeout=2.0)
-            r.raise_for_status()
+            async with admin_client(self.config.security, self.config.admin, 2.0) as client:
+                r = await client.post(f"/cell/servers/{self.info.id}/leaving")
+                r.raise_for_status()
             print("llmcell server: told the admin this server is leaving; draining",
                   file=sys.stderr, flush=True)
         except httpx.HTTPError as e:  # its heartbeats will stop; the admin notices then
@@ -67,7 +70,7 @@ class CellAgent:
 
     def reports(self) -> list[dict]:
         out = []
-        for r in self.replicas.values():
+        for r in list(self.replicas.values()):  # read on the heartbeat thread
             load = r.backend.load()
             resident = getattr(r.backend, "resident", None)
             out.append(ReplicaReport(r.assignment.model, r.assignment.model_path,
@@ -78,23 +81,36 @@ class CellAgent:
         return out
 
     async def run(self) -> None:
+        """Heartbeat until cancelled (from a thread of its own; see the module's doc)."""
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        thread = threading.Thread(target=asyncio.run, args=(self._beats(loop, stop),),
+                                  name="llmcell-heartbeat", daemon=True)
+        thread.start()
         try:
-            while True:
+            await loop.create_future()  # until the server stops
+        finally:
+            stop.set()
+
+    async def _beats(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        async with admin_client(self.config.security, self.config.admin, 5.0) as client:
+            while not stop.is_set():
                 started = time.monotonic()
                 try:
-                    await self._beat()
+                    wanted = await self._beat(client)
+                    loop.call_soon_threadsafe(self.apply, wanted)
                 except (httpx.HTTPError, ValueError) as e:
                     if self.registered:
                         print(f"llmcell server: admin unreachable ({type(e).__name__}); serving "
                               "what this server holds and retrying", file=sys.stderr, flush=True)
                     self.registered = False
+                except RuntimeError:  # the request loop has closed: the server is stopping
+                    return
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
-        finally:
-            await self.client.aclose()
 
-    async def _beat(self) -> None:
+    async def _beat(self, client: httpx.AsyncClient) -> tuple[Assignment, ...]:
         if not self.registered:
-            r = await self.client.post("/cell/servers", json={
+            r = await client.post("/cell/servers", json={
                 "server": self.info.to_json(), "replicas": self.reports()})
             r.raise_for_status()
             data = r.json()
@@ -103,14 +119,14 @@ class CellAgent:
             print(f"llmcell server: joined the cell at {self.config.admin} as {self.info.id}",
                   file=sys.stderr, flush=True)
         else:
-            r = await self.client.post(f"/cell/servers/{self.info.id}/heartbeat",
-                                       json={"replicas": self.reports()})
+            r = await client.post(f"/cell/servers/{self.info.id}/heartbeat",
+                                  json={"replicas": self.reports()})
             if r.status_code == 404:
                 self.registered = False
-                return await self._beat()
+                return await self._beat(client)
             r.raise_for_status()
             data = r.json()
-        self.apply(tuple(Assignment.from_json(a) for a in data.get("assignments", [])))
+        return tuple(Assignment.from_json(a) for a in data.get("assignments", []))
 
     def apply(self, wanted: tuple[Assignment, ...]) -> None:
         if self.leaving:
