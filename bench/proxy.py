@@ -123,32 +123,39 @@ def measure(name: str, url: str, pid: int | None, levels: list[int], seconds: fl
 
 async def slow_streams(url: str, n: int, seconds: int) -> dict:
     """`n` concurrent streams, each one chunk per second for `seconds`; counts what completed."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    body = dict(BODY, model="/sax/test/stub", stream=True, chunks=seconds, interval=1.0)
+    import aiohttp
+
+    body = json.dumps(dict(BODY, model="/sax/test/stub", stream=True, chunks=seconds,
+                           interval=1.0)).encode()
     done, errors, first = 0, {}, []
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, read=120)) as client:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=120, sock_read=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         async def one() -> None:
             nonlocal done
             started = time.monotonic()
             try:
-                async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
-                    if r.status_code != 200:
-                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                async with session.post(url + "/v1/chat/completions", data=body,
+                                        headers={"Content-Type": "application/json"}) as r:
+                    if r.status != 200:
+                        key = f"{r.status} {(await r.text())[:160]}"
+                        errors[key] = errors.get(key, 0) + 1
                         return
                     chunks = 0
-                    async for line in r.aiter_lines():
-                        if line.startswith("data: {"):
+                    async for line in r.content:
+                        if line.startswith(b"data: {"):
                             if chunks == 0:
                                 first.append(time.monotonic() - started)
                             chunks += 1
-                        elif line == "data: [DONE]" and chunks == seconds:
+                        elif line.startswith(b"data: [DONE]") and chunks == seconds:
                             done += 1
-            except httpx.HTTPError as e:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
 
         await asyncio.gather(*[one() for _ in range(n)])
     first.sort()
     return {"streams": n, "completed": done, "errors": errors,
+            "first_chunk_p50_s": round(first[len(first) // 2], 3) if first else None,
             "first_chunk_p99_s": round(first[int(0.99 * (len(first) - 1))], 3) if first else None}
 
 
@@ -158,6 +165,8 @@ def main() -> None:
     p.add_argument("--levels", default="1,16,64,256")
     p.add_argument("--streams", type=int, default=10000)
     p.add_argument("--stream-seconds", type=int, default=20)
+    p.add_argument("--paths", default="stub,nginx,server,gateway",
+                   help="which request-rate measurements to run (the slow streams always run)")
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/proxy.json")
     p.add_argument("--plot", type=Path, default=ROOT / "bench/results/proxy.png")
     args = p.parse_args()
@@ -165,7 +174,10 @@ def main() -> None:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             sys.exit(f"{tool} is missing: apt-get install -y wrk nginx-light util-linux")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it
+    try:  # a proxy holds two sockets per stream; children inherit the limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     levels = [int(x) for x in args.levels.split(",")]
     tmp = Path(tempfile.mkdtemp())
     script = tmp / "body.lua"
@@ -185,8 +197,10 @@ def main() -> None:
         stub_proc = procs.start(1, PY, str(ROOT / "bench/proxy_stub.py"), "--port",
                                 str(stub_port))
         wait(stub + "/health", 30)
-        rows += measure("stub", stub + "/v1/chat/completions", stub_proc.pid, levels,
-                        args.seconds, script)
+        paths = set(args.paths.split(","))
+        if "stub" in paths:
+            rows += measure("stub", stub + "/v1/chat/completions", stub_proc.pid, levels,
+                            args.seconds, script)
         subprocess.run(["taskset", "-a", "-p", "-c", "0", str(stub_proc.pid)],
                        capture_output=True)
         (tmp / "nginx.conf").write_text(NGINX_CONF.format(dir=tmp, stub=stub_port,
@@ -196,8 +210,10 @@ def main() -> None:
         wait(f"http://127.0.0.1:{nginx_port}/health", 30)
         nginx_pids = [int(x) for x in subprocess.run(["pgrep", "-P", str(nginx.pid)],
                                                      capture_output=True, text=True).stdout.split()]
-        rows += measure("nginx", f"http://127.0.0.1:{nginx_port}/v1/chat/completions",
-                        nginx_pids[0] if nginx_pids else nginx.pid, levels, args.seconds, script)
+        if "nginx" in paths:
+            rows += measure("nginx", f"http://127.0.0.1:{nginx_port}/v1/chat/completions",
+                            nginx_pids[0] if nginx_pids else nginx.pid, levels, args.seconds,
+                            script)
         admin = procs.start(0, PY, "-m", "llmcell.cli", "admin", "--port", str(admin_port),
                             "--state", str(tmp / "admin.sqlite3"))
         admin_url = f"http://127.0.0.1:{admin_port}"
@@ -214,13 +230,15 @@ def main() -> None:
                                                 "checkpoint": "None", "replicas": 1},
                    timeout=30).raise_for_status()
         wait(gw + "/health", 60, lambda r: r.json()["models"].get("/sax/test/stub", 0) == 1)
-        rows += measure("server", f"http://127.0.0.1:{server_port}/v1/chat/completions",
-                        server.pid, levels, args.seconds, gw_script)
+        if "server" in paths:
+            rows += measure("server", f"http://127.0.0.1:{server_port}/v1/chat/completions",
+                            server.pid, levels, args.seconds, gw_script)
         for pid, core in ((server.pid, 0), (gateway.pid, 1)):  # now the gateway alone on 1
             subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)],
                            capture_output=True)
-        rows += measure("gateway", gw + "/v1/chat/completions", gateway.pid, levels,
-                        args.seconds, gw_script)
+        if "gateway" in paths:
+            rows += measure("gateway", gw + "/v1/chat/completions", gateway.pid, levels,
+                            args.seconds, gw_script)
         print(f"slow streams: {args.streams} x {args.stream_seconds} s ...", flush=True)
         slow = asyncio.run(slow_streams(gw, args.streams, args.stream_seconds))
         slow["gateway_rss_mib"] = round(rss_mib(gateway.pid), 1)
@@ -231,20 +249,28 @@ def main() -> None:
         print(json.dumps(slow), flush=True)
     finally:
         procs.stop()
-    by = {(r["path"], r["concurrency"]): r for r in rows}
+    by = {(r["path"], r["concurrency"]): r["req_s"] for r in rows}
+    p50 = {(r["path"], r["concurrency"]): r["p50_ms"] for r in rows}
+
+    def ratio(a, b, table=by):
+        return table[a] / table[b] if a in table and b in table else None
+
     ratios = {
-        "gateway_c256_over_c16": by[("gateway", 256)]["req_s"] / by[("gateway", 16)]["req_s"],
-        "server_c256_over_c16": by[("server", 256)]["req_s"] / by[("server", 16)]["req_s"],
-        "gateway_over_nginx_c16": by[("gateway", 16)]["req_s"] / by[("nginx", 16)]["req_s"],
-        "gateway_added_p50_ms_c1": by[("gateway", 1)]["p50_ms"] - by[("server", 1)]["p50_ms"],
-        "server_added_p50_ms_c1": by[("server", 1)]["p50_ms"] - by[("stub", 1)]["p50_ms"],
+        "gateway_c256_over_c16": ratio(("gateway", 256), ("gateway", 16)),
+        "server_c256_over_c16": ratio(("server", 256), ("server", 16)),
+        "gateway_over_nginx_c16": ratio(("gateway", 16), ("nginx", 16)),
+        "gateway_added_p50_ms_c1": (p50[("gateway", 1)] - p50[("server", 1)]
+                                    if ("gateway", 1) in p50 and ("server", 1) in p50 else None),
+        "server_added_p50_ms_c1": (p50[("server", 1)] - p50[("stub", 1)]
+                                   if ("server", 1) in p50 and ("stub", 1) in p50 else None),
     }
     result = {"cpu_capability": capability, "seconds": args.seconds, "rows": rows,
               "ratios": ratios, "slow_streams": slow}
     print(json.dumps(ratios, indent=2))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, levels, capability, args.plot)
+    if rows:
+        plot(rows, levels, capability, args.plot)
 
 
 def plot(rows: list[dict], levels: list[int], capability: str, out: Path) -> None:

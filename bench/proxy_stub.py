@@ -101,7 +101,7 @@ class StubProtocol(asyncio.Protocol):
 
 async def serve(host: str, port: int) -> None:
     server = await asyncio.get_running_loop().create_server(StubProtocol, host, port,
-                                                            backlog=4096)
+                                                            backlog=65535)
     async with server:
         await server.serve_forever()
 

@@ -15,6 +15,11 @@ httptools or those internals are missing, `http_protocol()` falls back to uvicor
 
 from __future__ import annotations
 
+LISTEN_BACKLOG = 65535
+"""Connections the kernel queues before they are accepted (it caps this at
+net.core.somaxconn): a burst of thousands of streams connecting at once waits in the queue
+instead of retrying its SYN after a second."""
+
 
 class _HeadHolder:
     """A connection's transport for one response: holds the first write (the head) and sends it

@@ -18,6 +18,7 @@ import ssl
 from typing import AsyncIterator
 
 import aiohttp
+from yarl import URL
 
 
 class RelayError(Exception):
@@ -78,6 +79,7 @@ class Relay:
                                              sock_read=read_timeout)
         self.idle_timeout = idle_timeout
         self.in_flight = 0
+        self._urls: dict[str, URL] = {}
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -87,6 +89,7 @@ class Relay:
                                              enable_cleanup_closed=True)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
                                                   headers=self.headers, auto_decompress=False,
+                                                  cookie_jar=aiohttp.DummyCookieJar(),
                                                   skip_auto_headers=("User-Agent",))
         return self._session
 
@@ -98,7 +101,12 @@ class Relay:
             raise RelayBusy(f"{self.in_flight} calls in flight (limit {self.limit})")
         self.in_flight += 1
         try:
-            resp = await self._open().request(method, url, data=body)
+            target = self._urls.get(url)
+            if target is None:  # parsed once per replica and path
+                if len(self._urls) > 4096:
+                    self._urls.clear()
+                target = self._urls[url] = URL(url)
+            resp = await self._open().request(method, target, data=body)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
             self.in_flight -= 1
             raise RelayError(f"{type(e).__name__}: {e}") from None

@@ -53,7 +53,7 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
     cold = ColdStart(view, admin, config.cold_start_held, config.cold_start_timeout,
                      lambda model, s: metrics.cold_start.labels(model).observe(s))
     relay = relay or Relay(config.security.headers(), config.security.verify(),
-                           limit=config.replica_connections, connect_timeout=2.0,
+                           limit=config.replica_connections, connect_timeout=10.0,
                            read_timeout=config.request_timeout)
     forwarder = Forwarder(view, make_policy(config.policy, config.bounded_load), relay, admin,
                           config.retries, metrics.routed, cold)
@@ -108,16 +108,16 @@ def create_gateway_app(config: GatewayConfig, admin_transport: httpx.AsyncBaseTr
             AuthMiddleware, authenticator=Authenticator(config.security.cell_token,
                                                         lambda: view.keys),
             rules=RULES, default=DEFAULT, error=refuse))
-    app = Starlette(
-        routes=[Route("/health", health, methods=["GET"]),
-                Route("/metrics", prometheus, methods=["GET"]),
-                Route("/openapi.json", openapi, methods=["GET"]), *sax,
-                *openai_routes(view, forwarder, admission, config.max_body_bytes,
+    app = Starlette(  # the request path's routes first: routes are matched in order
+        routes=[*openai_routes(view, forwarder, admission, config.max_body_bytes,
                                config.prefix_chars, config.default_reserve_tokens,
                                config.retries, cache,
                                lambda model: metrics.resumed.labels(model).inc(),
                                lambda model, outcome: metrics.cache.labels(model, outcome).inc(),
                                kv, admin),
+                Route("/health", health, methods=["GET"]),
+                Route("/metrics", prometheus, methods=["GET"]),
+                Route("/openapi.json", openapi, methods=["GET"]), *sax,
                 *admin_proxy_routes(admin, config.max_file_bytes)],
         lifespan=lifespan,
         exception_handlers={SaxError: on_sax_error, AuthError: on_auth_error,

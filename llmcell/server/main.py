@@ -22,7 +22,7 @@ from llmcell.config.server import ServerConfig
 from llmcell.protocol.cell import Assignment
 from llmcell.server.agent import CellAgent
 from llmcell.server.app import create_app
-from llmcell.edge.http_protocol import http_protocol
+from llmcell.edge.http_protocol import LISTEN_BACKLOG, http_protocol
 from llmcell.server.host import ModelHost
 from llmcell.server.builtin import BuiltinBackend
 from llmcell.server.metrics import ServerMetrics
@@ -93,6 +93,7 @@ async def serve(config: ServerConfig, announce=None) -> None:
     state = app.state.server
     server = _Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, lifespan="on", http=http_protocol(),
+                                    backlog=LISTEN_BACKLOG,
                                     timeout_graceful_shutdown=max(1, int(config.drain_timeout)),
                                     **config.security.uvicorn_tls()))
     loop = asyncio.get_running_loop()
