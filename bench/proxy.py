@@ -170,9 +170,15 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=ROOT / "bench/results/proxy.json")
     p.add_argument("--plot", type=Path, default=ROOT / "bench/results/proxy.png")
     args = p.parse_args()
-    for tool in ("wrk", "nginx", "taskset"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is missing: apt-get install -y wrk nginx-light util-linux")
+    missing = [t for t in ("wrk", "nginx", "taskset")
+               if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
+    if missing and os.geteuid() == 0:  # the bench's own set-up, from Debian
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk", "nginx-light", "util-linux"],
+                       check=False)
+        missing = [t for t in missing
+                   if shutil.which(t) is None and not Path(f"/usr/sbin/{t}").exists()]
+    if missing:
+        sys.exit(f"{', '.join(missing)} missing: apt-get install -y wrk nginx-light util-linux")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:  # a proxy holds two sockets per stream; children inherit the limit
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(hard, 65536), max(hard, 65536)))
