@@ -14,6 +14,7 @@ from llmcell.config.security import ENV as CELL_TOKEN_ENV
 from llmcell import encryption
 from llmcell.config.gateway import POLICIES as ROUTING_POLICIES
 from llmcell.config.security import CellSecurity
+from llmcell.config.server import lora_module
 from llmcell.protocol.auth import KEY, new_key
 
 ADMIN_KEY_ENV = "LLMCELL_ADMIN_KEY"
@@ -31,13 +32,6 @@ def parse_size(text: str) -> int:
         return int(t)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 512M)") from None
-
-
-def lora_module(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    return name, path
 
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:

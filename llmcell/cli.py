@@ -18,8 +18,8 @@ from llmcell.engine.cpu_share import set_openmp_spin
 from llmcell.batch.cli import add_batch_parser
 from llmcell.engine.loader.tokenizer_cli import add_tokenizer_parser
 from llmcell.bench.cli import add_bench_parser
-from llmcell.cell_cli import (add_cell_parsers, add_security_flags, lora_module, parse_size,
-                              security)
+from llmcell.cell_cli import add_cell_parsers, add_security_flags, parse_size, security
+from llmcell.config.server import lora_module
 from llmcell.deploy.cli import add_deploy_parsers
 from llmcell.epp.cli import add_epp_parser
 

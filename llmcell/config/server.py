@@ -12,6 +12,14 @@ from llmcell.config.security import CellSecurity
 ENGINES = ("builtin", "openai")
 
 
+def lora_module(text: str) -> tuple[str, str]:
+    """`NAME=PATH` (a `--lora-modules` or `--lora` value) -> (name, path)."""
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"expected NAME=PATH, got {text!r}")
+    return name, path
+
+
 @dataclass(frozen=True)
 class GroupConfig:
     """This process's place in a model-server group (LeaderWorkerSet's contract)."""
