@@ -46,7 +46,7 @@ class RecordingCore:
     def check_request(self, ids, params) -> None:
         pass
 
-    def add_request(self, rid, ids, params, arrival, resume=None) -> None:
+    def add_request(self, rid, ids, params, arrival, resume=None, adapter=None) -> None:
         self.left[rid] = params.max_tokens
 
     def abort(self, rid):
