@@ -102,21 +102,27 @@ class Procs:
 
 
 def measure(name: str, url: str, pid: int | None, levels: list[int], seconds: float,
-            script: Path) -> list[dict]:
+            script: Path, behind: int | None = None) -> list[dict]:
+    """`behind`: a process behind the tested one (the server behind the gateway) whose CPU per
+    request is recorded too."""
     rows = []
     run_wrk(url, 16, 1, script)  # warm-up: connections, caches
     for c in levels:
         before = cpu_seconds(pid) if pid else 0.0
+        behind_before = cpu_seconds(behind) if behind else 0.0
         r = run_wrk(url, c, seconds, script)
         used = cpu_seconds(pid) - before if pid else 0.0
         total = r["req_s"] * seconds
         r.update(path=name, concurrency=c,
                  cpu_us_per_request=round(1e6 * used / total, 1) if pid and total else None,
                  core_share=round(used / seconds, 2) if pid else None)
+        if behind and total:
+            r["behind_cpu_us_per_request"] = round(
+                1e6 * (cpu_seconds(behind) - behind_before) / total, 1)
         rows.append(r)
         print(f"{name:>8} c={c:<4} {r['req_s']:>9.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
               f"p99 {r['p99_ms']:.2f} ms  cpu/req {r['cpu_us_per_request']} us "
-              f"(core {r['core_share']})  "
+              f"(core {r['core_share']}{', server ' + str(r['behind_cpu_us_per_request']) + ' us' if 'behind_cpu_us_per_request' in r else ''})  "
               f"errors {r['non_2xx']} {r['socket_errors']}", flush=True)
     return rows
 
@@ -232,6 +238,7 @@ def main() -> None:
         gw = f"http://127.0.0.1:{gw_port}"
         wait(gw + "/health", 60)
         wait(f"http://127.0.0.1:{server_port}/health", 60)
+        wait(admin_url + "/cell/servers", 60, lambda r: len(r.json()) == 1)  # it joined
         httpx.post(admin_url + "/models", json={"model": "/sax/test/stub", "model_path": "stub",
                                                 "checkpoint": "None", "replicas": 1},
                    timeout=30).raise_for_status()
@@ -244,7 +251,7 @@ def main() -> None:
                            capture_output=True)
         if "gateway" in paths:
             rows += measure("gateway", gw + "/v1/chat/completions", gateway.pid, levels,
-                            args.seconds, gw_script)
+                            args.seconds, gw_script, behind=server.pid)
         print(f"slow streams: {args.streams} x {args.stream_seconds} s ...", flush=True)
         slow = asyncio.run(slow_streams(gw, args.streams, args.stream_seconds))
         slow["gateway_rss_mib"] = round(rss_mib(gateway.pid), 1)
