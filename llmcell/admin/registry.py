@@ -144,8 +144,9 @@ class CellRegistry:
         return changed
 
     def wake(self, model: str, gateway: str, held: int, now: float) -> None:
-        """A gateway holds `held` requests for `model`, which has no ready replica."""
-        self.model(model)  # 404 when not published
+        """A gateway holds `held` requests for `model`, which has no ready replica (a LoRA
+        adapter's wake its base)."""
+        model = self.model(model).base or model  # 404 when not published
         self.scaling.wake(model, gateway, held, now)
         if self.autoscale(now, only=model):
             self._replan(now)
@@ -165,11 +166,13 @@ class CellRegistry:
         """Published models with no ready replica that are getting one (scaled to zero and
         woken, or moving off a server that left): gateways hold their requests meanwhile."""
         out = []
-        for spec in self.store.all():
+        specs = self.store.all()
+        for spec in sorted(specs, key=lambda s: s.base is not None):  # bases first
             if self._ready(spec.model):
                 continue
             scaled_to_zero = spec.scaling is not None and spec.scaling.min_replicas == 0
-            if scaled_to_zero or now - self.moved.get(spec.model, -1e9) < 60:
+            if scaled_to_zero or now - self.moved.get(spec.model, -1e9) < 60 \
+                    or spec.base in out:  # an adapter comes back with its base
                 out.append(spec.model)
         return out
 

@@ -61,3 +61,4 @@ def test_a_probe_that_times_out_keeps_a_server_that_heartbeats(tmp_path):
     clock[0] = 4.0  # its heartbeats stopped too: now a timeout is taken as death
     asyncio.run(report("slow"))
     assert reg.servers == {}
+
