@@ -136,3 +136,20 @@ def save(fig, out: Path, name: str) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def median_bars(medians: dict[str, float], title: str, out: Path) -> Path:
+    """A bar per arm, labelled with its median tokens/s; saved as PNG to `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(medians)
+    ax.bar(names, [medians[n] for n in names], color=["#888", "#3a7", "#37a"][:len(names)])
+    for i, n in enumerate(names):
+        ax.text(i, medians[n], f"{medians[n]:.0f}", ha="center", va="bottom")
+    ax.set_ylabel("tokens/s (median of rounds)")
+    ax.set_title(title)
+    return save(fig, out.parent, out.name)

@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cell import save, wait  # noqa: E402
+from bench.cell import median_bars, wait  # noqa: E402
 from llmcell.local_cell import free_port  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
@@ -120,20 +120,8 @@ def main() -> None:
           f"schema that ends: {valid}/{len(texts)} answers valid")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = list(median)
-    ax.bar(names, [median[n] for n in names], color=["#888", "#3a7"])
-    for i, n in enumerate(names):
-        ax.text(i, median[n], f"{median[n]:.0f}", ha="center", va="bottom")
-    ax.set_ylabel("tokens/s (median of rounds)")
-    ax.set_title(f"{args.streams} streams x {args.tokens} tokens, {capability}: "
-                 f"{ratio:.2f}x")
-    print("plot:", save(fig, args.plot.parent, args.plot.name))
+    print("plot:", median_bars(median, f"{args.streams} streams x {args.tokens} tokens, "
+                                       f"{capability}: {ratio:.2f}x", args.plot))
 
 
 def _valid(text: str) -> bool:

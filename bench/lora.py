@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cell import save  # noqa: E402
+from bench.cell import median_bars  # noqa: E402
 from llmcell.engine import LLM, SamplingParams  # noqa: E402
 from llmcell.engine.lora.peft_dir import MODULES, module_shapes  # noqa: E402
 from llmcell.protocol.lora import AdapterRef  # noqa: E402
@@ -101,19 +101,8 @@ def main() -> None:
     print(f"CPU capability {capability}: {names[1]} / base = {ratio:.2f} (target >= 0.70)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, [median[n] for n in names], color=["#888", "#37a"])
-    for i, n in enumerate(names):
-        ax.text(i, median[n], f"{median[n]:.0f}", ha="center", va="bottom")
-    ax.set_ylabel("tokens/s (median of rounds)")
-    ax.set_title(f"{args.streams} streams x {args.tokens} tokens, rank {args.rank}, "
-                 f"{capability}: {ratio:.2f}x")
-    print("plot:", save(fig, args.plot.parent, args.plot.name))
+    print("plot:", median_bars(median, f"{args.streams} streams x {args.tokens} tokens, rank "
+                                       f"{args.rank}, {capability}: {ratio:.2f}x", args.plot))
 
 
 if __name__ == "__main__":

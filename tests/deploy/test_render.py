@@ -382,20 +382,3 @@ def test_the_admin_runs_batches_through_the_gateway_with_its_blob_store():
         config_for(CASES["gke-tpu-builtin-v5e-175b"] + ["--batch-blobs", "bucket"])
 
 
-
-def test_adapter_volume_reaches_servers_and_admin():
-    args = build_parser().parse_args(["render", *CASES["gke-gpu-builtin-l4-8b"]])
-    docs = manifests(render_config(args))
-    pods = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("StatefulSet",
-                                                                     "LeaderWorkerSet")}
-    admin = next(d for n, d in pods.items() if n.endswith("admin"))
-    spec = admin["spec"]["template"]["spec"]
-    assert {"name": "adapters", "persistentVolumeClaim": {"claimName": "lora-adapters",
-                                                           "readOnly": True}} in spec["volumes"]
-    args = spec["containers"][0]["args"]
-    assert args[args.index("--model-root") + 1] == "/adapters"
-    group = next(d for d in docs if d["kind"] == "LeaderWorkerSet")
-    leader = group["spec"]["leaderWorkerTemplate"].get("leaderTemplate") or \
-        group["spec"]["leaderWorkerTemplate"]["workerTemplate"]
-    mounts = leader["spec"]["containers"][0]["volumeMounts"]
-    assert {"name": "adapters", "mountPath": "/adapters", "readOnly": True} in mounts
