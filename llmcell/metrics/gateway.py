@@ -97,6 +97,18 @@ class MetricsMiddleware:
     def __init__(self, app, metrics: GatewayMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple, object] = {}
+        """Label children by (metric, labels): prometheus_client's `labels()` validates and
+        locks on every call; this is on every request's path."""
+
+    def _child(self, metric, *labels: str):
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 100_000:  # label sets are bounded, but never unbounded here
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -110,8 +122,8 @@ class MetricsMiddleware:
             nonlocal status, first, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = dict(message.get("headers") or [])
-                streaming = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+                streaming = any(k == b"content-type" and v.startswith(b"text/event-stream")
+                                for k, v in message.get("headers") or ())
                 if streaming:
                     self.metrics.streams.inc()
             elif message["type"] == "http.response.body" and first is None and message.get("body"):
@@ -130,11 +142,11 @@ class MetricsMiddleware:
             if state.get("stream_broken"):  # a 200 head, then the replica failed mid-stream
                 status = 502
             m = self.metrics
-            m.requests.labels(route, model, str(status)).inc()
+            self._child(m.requests, route, model, str(status)).inc()
             if route not in ("/health", "/metrics"):
-                m.latency.labels(route, model).observe(end - start)
+                self._child(m.latency, route, model).observe(end - start)
             if status == 200 and streaming and first is not None:
-                m.ttft.labels(model).observe(first - start)
+                self._child(m.ttft, model).observe(first - start)
             if status >= 400:
                 m.errors.labels(ERROR_TYPES.get(status, "server_error" if status >= 500
                                                 else "client_error")).inc()
