@@ -85,14 +85,20 @@ class BenchCell:
                           headers=self.headers).json()["key"]
 
     def __exit__(self, *exc) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs, 30)
         self._tmp.cleanup()
+
+
+def stop_all(procs: list[subprocess.Popen], timeout: float) -> None:
+    """Terminate every process (the last started first), killing any still there after
+    `timeout` seconds."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def stream_once(client: httpx.AsyncClient, key: str, prompt: str, max_tokens: int

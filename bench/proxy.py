@@ -34,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cell import save, wait  # noqa: E402
+from bench.cell import save, stop_all, wait  # noqa: E402
 from llmcell.local_cell import free_port  # noqa: E402
 
 PY = sys.executable
@@ -92,13 +92,7 @@ class Procs:
         return p
 
     def stop(self) -> None:
-        for p in reversed(self.procs):
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs, 20)
 
 
 def measure(name: str, url: str, pid: int | None, levels: list[int], seconds: float,
